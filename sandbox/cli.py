@@ -1,0 +1,183 @@
+"""``python -m sandbox verify IN.jsonl -o OUT.jsonl``: verify a JSONL file of programs.
+
+Input rows: ``{"id", "code", "test_code"}``. Output rows, one per input line and in
+input order: ``{"id", "status", "tests_run", "tests_passed", "details", "duration_s"}``.
+A malformed line gets a ``rejected`` row whose details name the line, never a crash.
+
+Exit status: 0 when every row got a verdict (whatever the verdicts); 2 for a usage
+error; 3 when the sandbox cannot run on this machine; 4 when some rows could only get
+``sandbox_error`` (an infrastructure failure, retried once already).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO
+
+from sandbox.bwrap import SandboxUnavailable
+from sandbox.config import SandboxConfig
+from sandbox.pool import Sandbox, WorkerFailure
+from sandbox.verdict import REJECTED, SANDBOX_ERROR, VerifyResult
+
+logger = logging.getLogger("sandbox")
+
+OUTPUT_KEYS = ("id", "status", "tests_run", "tests_passed", "details", "duration_s")
+EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INFRA = 0, 2, 3, 4
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field`` flag per dataclass field, typed from its default, help from its metadata."""
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not dataclasses.MISSING else None
+        kind = type(default) if default is not None else str
+        if field.name == "cpu_seconds":
+            kind = float
+        if isinstance(default, tuple):
+            kind, default = str, ",".join(default)
+        parser.add_argument(
+            f"--{field.name}", type=kind, default=argparse.SUPPRESS, help=f"{field.metadata.get('help', '')} "
+            f"(default: {default if field.default_factory is dataclasses.MISSING else 'see above'})"
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    names = {f.name for f in dataclasses.fields(SandboxConfig)}
+    return SandboxConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Verify code against unittest tests.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="verify a JSONL file of {id, code, test_code} rows")
+    verify.add_argument("input", help="input JSONL file ('-' for stdin)")
+    verify.add_argument("-o", "--output", required=True, help="output JSONL file ('-' for stdout)")
+    verify.add_argument(
+        "--chunk_size", type=int, default=512, help="rows verified and written per step (output is flushed each step)"
+    )
+    verify.add_argument("--log_level", default="INFO", help="logging level (default: INFO)")
+    verify.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_dataclass_arguments(verify, SandboxConfig)
+    return parser
+
+
+def output_row(row_id: object, result: VerifyResult) -> dict:
+    """The output row; a reason (rejected, error, ...) leads the details."""
+    row = {"id": row_id, **{key: getattr(result, key) for key in OUTPUT_KEYS[1:]}}
+    if result.reason and not row["details"].startswith(result.reason):
+        row["details"] = f"{result.reason}: {row['details']}" if row["details"] else result.reason
+    return row
+
+
+def count_rows(path: str) -> int | None:
+    if path == "-":
+        return None
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def parse_line(number: int, line: str) -> tuple[object, str, str] | tuple[object, None, str]:
+    """(id, code, test_code), or (id, None, problem) for a malformed line."""
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        return None, None, f"line {number}: not valid JSON ({exc})"
+    if not isinstance(row, dict):
+        return None, None, f"line {number}: expected a JSON object, got {type(row).__name__}"
+    row_id = row.get("id")
+    for key in ("code", "test_code"):
+        if not isinstance(row.get(key), str):
+            return row_id, None, f"line {number}: '{key}' must be a string"
+    return row_id, row["code"], row["test_code"]
+
+
+def read_chunks(stream: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        chunk.append((number, line))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        logger.error("bad setting: %s", exc)
+        return EXIT_USAGE
+    if args.chunk_size < 1:
+        logger.error("bad setting: chunk_size must be at least 1, got %s", args.chunk_size)
+        return EXIT_USAGE
+    try:
+        source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    except OSError as exc:
+        logger.error("cannot read %s: %s", args.input, exc.strerror)
+        return EXIT_USAGE
+    logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
+    counts: Counter[str] = Counter()
+    try:
+        sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    except OSError as exc:
+        logger.error("cannot write %s: %s", args.output, exc.strerror)
+        return EXIT_USAGE
+    try:
+        with Sandbox(config) as sandbox:
+            bar = None
+            if not args.no_progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=count_rows(args.input), desc="verifying", unit="prog")
+            for chunk in read_chunks(source, args.chunk_size):
+                parsed = [parse_line(number, line) for number, line in chunk]
+                todo = [(code, tests) for _, code, tests in parsed if code is not None]
+                verdicts = iter(sandbox.verify(todo))
+                for row_id, code, extra in parsed:
+                    if code is None:
+                        logger.warning("malformed input, %s", extra)
+                        result = VerifyResult(REJECTED, details=extra, reason="malformed_input")
+                    else:
+                        result = next(verdicts)
+                    counts[result.status] += 1
+                    row = output_row(row_id, result)
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.flush()
+                if bar is not None:
+                    bar.update(len(chunk))
+            if bar is not None:
+                bar.close()
+    except SandboxUnavailable as exc:
+        logger.error("%s", exc)
+        return EXIT_UNAVAILABLE
+    except WorkerFailure as exc:
+        logger.error("the sandbox could not start: %s", exc)
+        return EXIT_UNAVAILABLE
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        if sink is not sys.stdout:
+            sink.close()
+    total = sum(counts.values())
+    logger.info("%d rows: %s", total, ", ".join(f"{k} {v}" for k, v in counts.most_common()) or "none")
+    if counts[SANDBOX_ERROR]:
+        logger.error("%d rows hit infrastructure failures (sandbox_error); see their details", counts[SANDBOX_ERROR])
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return run_verify(args)

