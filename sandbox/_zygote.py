@@ -154,6 +154,11 @@ for _name in CONFIG["preload"]:
         PRELOADED.append(_name)
     except BaseException as exc:  # a broken optional package must not stop the zygote
         PRELOAD_FAILED[_name] = f"{type(exc).__name__}: {exc}"[:300]
+if "matplotlib.pyplot" in PRELOADED:
+    try:  # load the Agg backend now rather than in every program's first figure
+        sys.modules["matplotlib.pyplot"].switch_backend("Agg")
+    except BaseException as exc:
+        PRELOAD_FAILED["matplotlib Agg backend"] = f"{type(exc).__name__}: {exc}"[:300]
 
 
 class _Result(_TestResult):

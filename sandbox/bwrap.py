@@ -158,18 +158,21 @@ def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) ->
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
-    for name in ETC_ENTRIES:
-        path = f"/etc/{name}"
-        if os.path.lexists(path):
-            cmd += ["--ro-bind-try", path, path]
-    for name, path in _etc_files(etc_dir, uid).items():
-        cmd += ["--ro-bind", path, f"/etc/{name}"]
-    for path in python_paths():
-        if not path.startswith("/usr/"):
-            cmd += ["--ro-bind", path, path]
+    binds = [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_ENTRIES if os.path.lexists(f"/etc/{name}")]
+    binds += [("--ro-bind", path, f"/etc/{name}") for name, path in _etc_files(etc_dir, uid).items()]
+    binds += [("--ro-bind", path, path) for path in python_paths() if not path.startswith("/usr/")]
+    binds.append(("--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE))
+    # bwrap would create missing parents with restrictive modes (and a Python under
+    # /root would sit below a 0700 /root the programs' uid cannot cross); create them
+    # world-traversable first. They hold nothing but what is bound below them.
+    parents = {str(parent) for _, _, dest in binds for parent in Path(dest).parents}
+    for parent in sorted(parents - {"/", "/usr"}):
+        if not parent.startswith("/usr/"):
+            cmd += ["--perms", "0755", "--dir", parent]
+    for flag, source, dest in binds:
+        cmd += [flag, source, dest]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     cmd += ["--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
-    cmd += ["--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE]
     cmd += ["--chdir", "/tmp", "--", os.path.realpath(sys.executable), "-I", "-B", ZYGOTE_INSIDE]
     cmd.append(json.dumps(zygote_settings(config, uid)))
     return cmd
