@@ -21,6 +21,7 @@ big-endian length followed by UTF-8 JSON.  The first frame the zygote sends is a
 (what it preloaded); then one reply per request.
 """
 
+import builtins as _builtins
 import ctypes
 import gc
 import json
@@ -213,22 +214,32 @@ class _Result(_TestResult):
         self.records.append([test.id(), "fail", "unexpected success of a test marked expectedFailure"])
 
 
-def _machinery_snapshot():
-    """Identities of everything the verdict depends on, to detect patching."""
-    import builtins
+_id, _list, _type = id, list, type
+_GUARDED_CLASSES = (_TestCase, _TestSuite, _unittest.BaseTestSuite, _TestLoader, _TestResult, _Result)
+_GUARDED_MODULES = ("unittest", "unittest.case", "unittest.suite", "unittest.loader", "unittest.result", "builtins")
 
+
+def _machinery_snapshot():
+    """Identities of everything the verdict depends on, to detect patching.
+
+    Uses only names bound in this module, never a builtin looked up at call time: the
+    program may have replaced those.
+    """
     snap = {}
-    for owner in (_TestCase, _TestSuite, _unittest.BaseTestSuite, _TestLoader, _TestResult, _Result):
-        for key, value in list(vars(owner).items()):
-            snap[f"{owner.__name__}.{key}"] = id(value)
-    for key, value in list(vars(builtins).items()):
-        snap[f"builtins.{key}"] = id(value)
-    for key in ("unittest", "unittest.case", "unittest.suite", "unittest.loader", "unittest.result", "builtins"):
-        snap[f"sys.modules[{key!r}]"] = id(sys.modules.get(key))
+    for owner in _GUARDED_CLASSES:
+        for key, value in _list(owner.__dict__.items()):
+            snap[f"{owner.__name__}.{key}"] = _id(value)
+    for key, value in _list(_builtins.__dict__.items()):
+        snap[f"builtins.{key}"] = _id(value)
+    for key in _GUARDED_MODULES:
+        snap[f"sys.modules[{key!r}]"] = _id(sys.modules.get(key))
     return snap
 
 
 _SNAPSHOT = _machinery_snapshot()
+_BUILTINS_SAVED = dict(_builtins.__dict__)
+_dumps = json.dumps
+
 
 # Freeze everything imported so far: forked children then never touch these objects'
 # pages during garbage collection, so they stay shared with the zygote.
@@ -244,36 +255,47 @@ def _run_program(req, nonce, result_fd):
     source = code.rstrip("\n") + "\n\n\n" + test_code
     filename = "program.py"
     _linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"__name__": "program", "__file__": os.path.join(os.getcwd(), filename), "__builtins__": __builtins__}
+    namespace = {"__name__": "program", "__file__": os.path.join(os.getcwd(), filename), "__builtins__": _builtins}
     out = {"load_error": None, "load_error_kind": None, "records": [], "started": 0, "tamper": []}
+    load_exc = run_exc = result = None
+    missing = []
     try:
         exec(compile(source, filename, "exec"), namespace)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: the module failed to load
-        trace = "".join(_format_exception(type(exc), exc, exc.__traceback__))
-        out["load_error"] = trace[-CONFIG["trace_chars"] :]
-        out["load_error_kind"] = "oom" if _isinstance(exc, MemoryError) else "error"
-    if out["load_error"] is None:
+        load_exc = exc
+    if load_exc is None:
         result = _Result(CONFIG["trace_chars"])
-        loader = _TestLoader()
-        suite = _TestSuite()
-        for cls_name in req["test_classes"]:
-            cls = namespace.get(cls_name)
-            if not (_isinstance(cls, type) and _issubclass(cls, _TestCase)):
-                out["records"].append([cls_name, "error", f"test class {cls_name} is not a unittest.TestCase after loading"])
-                continue
-            suite.addTest(loader.loadTestsFromTestCase(cls))
         try:
-            suite(result)
+            loader, suite = _TestLoader(), _TestSuite()
+            for cls_name in req["test_classes"]:
+                cls = namespace.get(cls_name)
+                if not (_isinstance(cls, type) and _issubclass(cls, _TestCase)):
+                    missing.append(cls_name)
+                    continue
+                suite.addTest(loader.loadTestsFromTestCase(cls))
+            suite(result)  # fixture errors (setUpClass, ...) arrive through addError
         except BaseException as exc:
-            trace = "".join(_format_exception(type(exc), exc, exc.__traceback__))
-            out["records"].append(["<test run>", "error", trace[-CONFIG["trace_chars"] :]])
+            run_exc = exc
+    # Check for tampering first, then put builtins back: what follows (formatting,
+    # encoding) must not depend on what the program did to them.
+    now = _machinery_snapshot()
+    tamper = [key for key, value in _SNAPSHOT.items() if now.get(key) != value]
+    _builtins.__dict__.update(_BUILTINS_SAVED)
+    out["tamper"] = sorted(tamper)[:20]
+    limit = CONFIG["trace_chars"]
+    if load_exc is not None:
+        trace = "".join(_format_exception(type(load_exc), load_exc, load_exc.__traceback__))
+        out["load_error"] = trace[-limit:]
+        out["load_error_kind"] = "oom" if isinstance(load_exc, MemoryError) else "error"
+    else:
+        for cls_name in missing:
+            out["records"].append([cls_name, "error", f"test class {cls_name} is not a unittest.TestCase after loading"])
+        if run_exc is not None:
+            trace = "".join(_format_exception(type(run_exc), run_exc, run_exc.__traceback__))
+            out["records"].append(["<test run>", "error", trace[-limit:]])
         out["records"].extend(result.records)
         out["started"] = result.started
-        # unittest reports fixture errors (setUpClass, ...) through addError too
-    now = _machinery_snapshot()
-    out["tamper"] = sorted(k for k, v in _SNAPSHOT.items() if now.get(k) != v)[:20]
-    payload = nonce + json.dumps(out).encode("utf-8")
-    _write_all(result_fd, payload)
+    _write_all(result_fd, nonce + _dumps(out).encode("utf-8"))
 
 
 def _runner_main(req, nonce, fds):
