@@ -31,19 +31,23 @@ OUTPUT_KEYS = ("id", "status", "tests_run", "tests_passed", "details", "duration
 EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INFRA = 0, 2, 3, 4
 
 
+def _flag_type(annotation: object) -> type:
+    """int or float for numeric fields (optional ones included), str for the rest."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    for kind in (int, float):
+        if text.split("|")[0].strip() == kind.__name__:
+            return kind
+    return str
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field`` flag per dataclass field, typed from its default, help from its metadata."""
+    """One ``--field`` flag per dataclass field, typed from its annotation, help from its metadata."""
     for field in dataclasses.fields(cls):
-        default = field.default if field.default is not dataclasses.MISSING else None
-        kind = type(default) if default is not None else str
-        if field.name == "cpu_seconds":
-            kind = float
-        if isinstance(default, tuple):
-            kind, default = str, ",".join(default)
-        parser.add_argument(
-            f"--{field.name}", type=kind, default=argparse.SUPPRESS, help=f"{field.metadata.get('help', '')} "
-            f"(default: {default if field.default_factory is dataclasses.MISSING else 'see above'})"
-        )
+        text = field.metadata.get("help", "")
+        if field.default is not dataclasses.MISSING and "Default:" not in text:
+            default = field.default
+            text += f" (default: {','.join(default) if isinstance(default, tuple) else default})"
+        parser.add_argument(f"--{field.name}", type=_flag_type(field.type), default=argparse.SUPPRESS, help=text)
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:

@@ -41,6 +41,7 @@ class _Worker:
         self.config, self.slot, self.bwrap, self.etc_dir = config, slot, bwrap, etc_dir
         self.proc: subprocess.Popen | None = None
         self.served = 0
+        self.starts = 0
         self.hello: dict = {}
         self.stderr_path = os.path.join(etc_dir, f"worker-{slot}.stderr")
 
@@ -52,6 +53,7 @@ class _Worker:
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, start_new_session=True
             )
         self.served = 0
+        self.starts += 1
         hello = self._read_frame(time.monotonic() + START_TIMEOUT_S)
         if not hello.get("hello"):
             raise WorkerFailure(f"unexpected first frame from the zygote: {hello!r}")
