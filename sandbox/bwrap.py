@@ -59,6 +59,9 @@ SANDBOX_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "NUMEXPR_MAX_THREADS": "1",
+    # pyarrow (imported by pandas) would start a jemalloc background thread, and a
+    # zygote must stay single-threaded to fork safely (and to use its clone() path).
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
 }
 
 
