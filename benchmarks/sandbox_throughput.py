@@ -63,7 +63,9 @@ def main() -> int:
 
     config = SandboxConfig(workers=args.workers, timeout=args.timeout)
     figures = {"workers": args.workers, "preload": list(config.preload), "workloads": {}}
-    print(f"sandbox throughput on HumanEval, {args.workers} workers on {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(
+        f"sandbox throughput on HumanEval, {args.workers} workers on {os.cpu_count()} cores, python {sys.version.split()[0]}"
+    )
     for name, prefix in (("heavy imports", HEAVY_PREFIX), ("plain", "")):
         programs = humaneval_programs("canonical", prefix=prefix)[: args.limit]
         n = len(programs)

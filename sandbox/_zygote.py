@@ -289,7 +289,9 @@ def _run_program(req, nonce, result_fd):
         out["load_error_kind"] = "oom" if isinstance(load_exc, MemoryError) else "error"
     else:
         for cls_name in missing:
-            out["records"].append([cls_name, "error", f"test class {cls_name} is not a unittest.TestCase after loading"])
+            out["records"].append(
+                [cls_name, "error", f"test class {cls_name} is not a unittest.TestCase after loading"]
+            )
         if run_exc is not None:
             trace = "".join(_format_exception(type(run_exc), run_exc, run_exc.__traceback__))
             out["records"].append(["<test run>", "error", trace[-limit:]])

@@ -161,7 +161,9 @@ def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) ->
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
-    binds = [("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_ENTRIES if os.path.lexists(f"/etc/{name}")]
+    binds = [
+        ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_ENTRIES if os.path.lexists(f"/etc/{name}")
+    ]
     binds += [("--ro-bind", path, f"/etc/{name}") for name, path in _etc_files(etc_dir, uid).items()]
     binds += [("--ro-bind", path, path) for path in python_paths() if not path.startswith("/usr/")]
     binds.append(("--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE))

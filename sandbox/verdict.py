@@ -99,9 +99,7 @@ def compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) 
             return verdict(OOM, "killed by the kernel (out of memory)", "killed")
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return verdict(
-                ERROR, f"the program crashed with {name}\n{_streams(report, details_chars // 2)}", "crashed"
-            )
+            return verdict(ERROR, f"the program crashed with {name}\n{_streams(report, details_chars // 2)}", "crashed")
         return verdict(
             ERROR,
             f"the program exited (code {code}) before the tests finished\n{_streams(report, details_chars // 2)}",
@@ -109,8 +107,10 @@ def compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) 
         )
     if result.get("tamper"):
         names = ", ".join(result["tamper"])
-        reason = "tampered_builtins" if all(n.startswith("builtins.") for n in result["tamper"]) else (
-            "tampered_test_machinery"
+        reason = (
+            "tampered_builtins"
+            if all(n.startswith("builtins.") for n in result["tamper"])
+            else ("tampered_test_machinery")
         )
         return verdict(REJECTED, f"the run changed the test machinery: {names}", reason)
     if result.get("load_error"):

@@ -46,7 +46,11 @@ def test_bundled_example_gets_one_verdict_per_line_in_order(tmp_path):
 
 
 def test_malformed_lines_are_reported_with_their_line_number(tmp_path):
-    good = {"id": {"nested": [1, "x"]}, "code": "def f():\n    return 1\n", "test_code": unit_tests("self.assertEqual(f(), 1)")}
+    good = {
+        "id": {"nested": [1, "x"]},
+        "code": "def f():\n    return 1\n",
+        "test_code": unit_tests("self.assertEqual(f(), 1)"),
+    }
     lines = [json.dumps(good), "[1, 2]", "", '{"id": 7, "code": 5, "test_code": ""}', "{broken"]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     proc = run_cli(str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"))

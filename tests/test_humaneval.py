@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from sandbox.humaneval import humaneval_programs
 from sandbox.reference import run_fresh
@@ -47,7 +47,9 @@ def test_verdicts_agree_with_a_fresh_interpreter(canonical, broken, verdicts):
     with ThreadPoolExecutor(2) as pool:
         theirs = list(pool.map(lambda row: run_fresh(row["code"], row["test_code"], timeout=30), programs))
     disagreements = [
-        (row["id"], mine.status, fresh.status) for row, mine, fresh in zip(programs, ours, theirs) if mine.status != fresh.status
+        (row["id"], mine.status, fresh.status)
+        for row, mine, fresh in zip(programs, ours, theirs)
+        if mine.status != fresh.status
     ]
     assert disagreements == []
     assert [m.tests_passed for m in ours] == [f.tests_passed for f in theirs]

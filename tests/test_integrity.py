@@ -66,7 +66,9 @@ def test_obfuscated_builtins_patching_is_caught_at_run_time(sandbox):
 
 
 def test_an_object_equal_to_everything_is_rejected(sandbox):
-    code = "class Anything:\n    def __eq__(self, other):\n        return True\n\ndef answer():\n    return Anything()\n"
+    code = (
+        "class Anything:\n    def __eq__(self, other):\n        return True\n\ndef answer():\n    return Anything()\n"
+    )
     result = verify_one(sandbox, code, ANSWER_TESTS)
     assert (result.status, result.reason) == ("rejected", "always_equal_object")
 

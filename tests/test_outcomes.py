@@ -66,7 +66,9 @@ def test_segfault_is_error_not_sandbox_error(sandbox):
 
 
 def test_verdicts_come_back_in_input_order(sandbox):
-    programs = [(f"def f():\n    return {i}\n", unit_tests(f"self.assertEqual(f(), {i if i % 3 else -1})")) for i in range(12)]
+    programs = [
+        (f"def f():\n    return {i}\n", unit_tests(f"self.assertEqual(f(), {i if i % 3 else -1})")) for i in range(12)
+    ]
     statuses = [r.status for r in sandbox.verify(programs)]
     assert statuses == ["fail" if i % 3 == 0 else "pass" for i in range(12)]
 

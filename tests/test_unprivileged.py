@@ -32,7 +32,9 @@ def usable() -> str | None:
         return "needs root to switch to an unprivileged user"
     if not (os.path.exists(SYSTEM_PYTHON) and shutil.which("runuser")):
         return "needs /usr/bin/python3 and runuser"
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 10))"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 10))"], capture_output=True, text=True
+    )
     if probe.stdout.strip() != "True":
         return "the system Python is older than 3.10"
     return None
@@ -85,6 +87,8 @@ def test_ordinary_user_gets_verdicts_with_no_capabilities_and_a_thread_cap(nobod
         """,
         "import os\nself.assertEqual([p for p in os.listdir('/proc') if p.isdigit()], ['1'])",
     )
-    results = run_as_nobody(nobody_tree, [("def f(x):\n    return x + 1\n", tests), ("def f(x):\n    return x\n", tests)])
+    results = run_as_nobody(
+        nobody_tree, [("def f(x):\n    return x + 1\n", tests), ("def f(x):\n    return x\n", tests)]
+    )
     assert [r["status"] for r in results] == ["pass", "fail"], results
     assert results[1]["tests_passed"] == 3
