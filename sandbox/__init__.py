@@ -12,13 +12,14 @@ CLI: ``python -m sandbox verify IN.jsonl -o OUT.jsonl``. The threat model is in
 
 from sandbox.bwrap import SandboxUnavailable, preflight
 from sandbox.config import DEFAULT_PRELOAD, SandboxConfig
-from sandbox.pool import Sandbox, WorkerFailure, default_sandbox, verify, verify_batch
+from sandbox.pool import Sandbox, SandboxBroken, WorkerFailure, default_sandbox, verify, verify_batch
 from sandbox.verdict import STATUSES, VerifyResult
 
 __all__ = [
     "DEFAULT_PRELOAD",
     "STATUSES",
     "Sandbox",
+    "SandboxBroken",
     "SandboxConfig",
     "SandboxUnavailable",
     "VerifyResult",

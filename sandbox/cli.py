@@ -22,7 +22,7 @@ from typing import IO
 
 from sandbox.bwrap import SandboxUnavailable
 from sandbox.config import SandboxConfig
-from sandbox.pool import Sandbox, WorkerFailure
+from sandbox.pool import Sandbox, SandboxBroken, WorkerFailure
 from sandbox.verdict import REJECTED, SANDBOX_ERROR, VerifyResult
 
 logger = logging.getLogger("sandbox")
@@ -162,6 +162,9 @@ def run_verify(args: argparse.Namespace) -> int:
     except SandboxUnavailable as exc:
         logger.error("%s", exc)
         return EXIT_UNAVAILABLE
+    except SandboxBroken as exc:
+        logger.error("stopped: %s; rows written so far are complete", exc)
+        return EXIT_INFRA
     except WorkerFailure as exc:
         logger.error("the sandbox could not start: %s", exc)
         return EXIT_UNAVAILABLE

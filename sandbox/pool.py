@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
-from sandbox.bwrap import build_command, preflight
+from sandbox.bwrap import SandboxUnavailable, build_command, preflight
 from sandbox.config import SandboxConfig
 from sandbox.static import TestPlan, count_tests, find_tampering
 from sandbox.verdict import ERROR, REJECTED, VerifyResult, compose
@@ -28,10 +28,24 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0  # importing the preload set on a loaded machine can take a while
 GUARD_S = 30.0  # beyond the program's timeout, how long a silent zygote is given
 MAX_ATTEMPTS = 2  # an infrastructure failure is retried once on a fresh worker
+MAX_INFRA_STREAK = 3  # per worker: consecutive programs lost to infrastructure before giving up
 
 
 class WorkerFailure(Exception):
     """The zygote died, hung or spoke nonsense: an infrastructure failure."""
+
+
+class SandboxBroken(WorkerFailure):
+    """Programs keep failing for infrastructure reasons: the pool stopped trying."""
+
+
+# Checked on every worker before it takes work: the whole chain (namespaces, mounts,
+# privilege drop, limits, preloaded packages under the memory cap) must run a program.
+CANARY_CODE = "def canary():\n    return len(bytearray(64 * 1024 * 1024))  # some room to work under the cap\n"
+CANARY_TESTS = (
+    "import unittest\n\nclass TestCases(unittest.TestCase):\n"
+    "    def test_canary(self):\n        self.assertEqual(canary(), 64 * 1024 * 1024)\n"
+)
 
 
 class _Worker:
@@ -146,6 +160,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._pid = os.getpid()
+        self._infra_streak = 0
+        self._broken = ""
         self.preloaded: list[str] = []
 
     # lifecycle ----------------------------------------------------------------
@@ -167,6 +183,8 @@ class Sandbox:
         errors = [f.exception() for f in ready if f.exception() is not None]
         if errors:
             self.close()
+            if isinstance(errors[0], SandboxUnavailable):
+                raise errors[0]
             raise WorkerFailure(f"a sandbox worker failed to start: {errors[0]}")
         self.preloaded = self._workers[0].hello.get("preloaded", [])
         failed = self._workers[0].hello.get("preload_failed") or {}
@@ -211,6 +229,7 @@ class Sandbox:
         # the pool, and workers are (re)started from here only.
         try:
             worker.start()
+            self._canary(worker)
         except BaseException as exc:
             worker.stop()
             started.set_exception(exc)
@@ -222,10 +241,25 @@ class Sandbox:
                 if job is _STOP:
                     return
                 request, future = job
-                if future.set_running_or_notify_cancel():
-                    future.set_result(self._run_with_retry(worker, request))
+                if not future.set_running_or_notify_cancel():
+                    continue
+                if self._broken:
+                    future.set_result({"infra_error": f"the sandbox gave up: {self._broken}"})
+                    continue
+                future.set_result(self._run_with_retry(worker, request))
         finally:
             worker.stop()
+
+    def _canary(self, worker: _Worker) -> None:
+        plan = count_tests(ast.parse(CANARY_TESTS))
+        request = {"code": CANARY_CODE, "test_code": CANARY_TESTS, "test_classes": list(plan.classes), "timeout": 60}
+        verdict = compose(worker.run(request), plan, 60, 2000)
+        if not verdict.passed:
+            first = (verdict.details or verdict.status).strip().splitlines()
+            raise SandboxUnavailable(
+                f"the sandbox starts but cannot run a program ({verdict.status}: {first[-1] if first else ''}); "
+                "check --memory_mb against the preloaded packages, and that this kernel allows mount and PID namespaces."
+            )
 
     def _run_with_retry(self, worker: _Worker, request: dict) -> dict:
         """Run one program; infrastructure trouble is retried once on a fresh worker."""
@@ -236,6 +270,7 @@ class Sandbox:
             except (WorkerFailure, OSError, ValueError) as exc:
                 reply = {"infra_error": f"the sandbox worker failed: {exc}"}
             if not reply.get("infra_error") and reply.get("setup_done"):
+                self._infra_streak = 0
                 return reply
             tail = worker.stderr_tail()
             if tail:
@@ -250,6 +285,12 @@ class Sandbox:
                 (reply.get("infra_error") or "setup failed").splitlines()[0],
             )
             worker.stop()
+        self._infra_streak += 1
+        if self._infra_streak >= MAX_INFRA_STREAK * self.config.workers and not self._broken:
+            self._broken = (
+                f"{self._infra_streak} programs in a row failed for infrastructure reasons; last: "
+                + (reply.get("infra_error") or "setup failed").strip().splitlines()[0]
+            )
         return reply
 
     # the API ----------------------------------------------------------------------
@@ -297,6 +338,8 @@ class Sandbox:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            if self._broken:
+                raise SandboxBroken(self._broken)
         return results  # type: ignore[return-value]
 
     def _prepare(self, code: str, test_code: str) -> TestPlan | VerifyResult:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import sandbox_processes, unit_tests, verify_one
-from sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from sandbox import Sandbox, SandboxBroken, SandboxConfig, SandboxUnavailable
 from sandbox.pool import WorkerFailure, _Worker
 
 NOOP = "def noop():\n    return None\n"
@@ -76,6 +76,22 @@ def test_infrastructure_failure_is_sandbox_error_never_a_code_failure(make_sandb
     result = verify_one(pool, NOOP, PASSING)
     assert (result.status, result.reason) == ("sandbox_error", "sandbox_internal")
     assert "simulated" in result.details
+
+
+def test_persistent_infrastructure_failure_stops_the_pool(make_sandbox, monkeypatch):
+    pool = make_sandbox()
+
+    def broken(self, request):
+        raise WorkerFailure("simulated: bwrap keeps dying")
+
+    monkeypatch.setattr(_Worker, "run", broken)
+    with pytest.raises(SandboxBroken, match="in a row failed for infrastructure reasons"):
+        pool.verify([(NOOP, PASSING)] * 10)
+
+
+def test_memory_cap_too_small_for_the_preload_is_caught_at_start():
+    with pytest.raises(SandboxUnavailable, match="cannot run a program"):
+        Sandbox(SandboxConfig(workers=1, preload=("numpy", "pandas"), memory_mb=64)).start()
 
 
 def test_workers_are_recycled_after_n_programs(make_sandbox):
