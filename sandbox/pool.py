@@ -272,24 +272,27 @@ class Sandbox:
             if not reply.get("infra_error") and reply.get("setup_done"):
                 self._infra_streak = 0
                 return reply
+            if not reply.get("infra_error"):
+                reply["infra_error"] = (
+                    f"the program's sandbox could not be set up (exit code {reply.get('exit_code')})\n"
+                    + (reply.get("stderr") or "")[-2000:]
+                )
             tail = worker.stderr_tail()
             if tail:
-                reply["infra_error"] = (reply.get("infra_error") or "the program's sandbox could not be set up") + (
-                    f"\n--- worker stderr ---\n{tail}"
-                )
+                reply["infra_error"] += f"\n--- worker stderr ---\n{tail}"
             logger.warning(
                 "worker %d: infrastructure failure (attempt %d of %d), restarting it: %s",
                 worker.slot,
                 attempt + 1,
                 MAX_ATTEMPTS,
-                (reply.get("infra_error") or "setup failed").splitlines()[0],
+                reply["infra_error"].splitlines()[0],
             )
             worker.stop()
         self._infra_streak += 1
         if self._infra_streak >= MAX_INFRA_STREAK * self.config.workers and not self._broken:
             self._broken = (
                 f"{self._infra_streak} programs in a row failed for infrastructure reasons; last: "
-                + (reply.get("infra_error") or "setup failed").strip().splitlines()[0]
+                + reply["infra_error"].strip().splitlines()[0]
             )
         return reply
 
