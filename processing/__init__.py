@@ -1,0 +1,1 @@
+"""unitcoder's stages and the modules they share (see processing/README.md)."""

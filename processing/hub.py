@@ -1,0 +1,145 @@
+"""Output in the Hub layout, and publishing it.
+
+A stage's output folder is what a Hub dataset repo holds, so ``load_dataset(folder)``
+reads it and ``upload_folder`` publishes it unchanged::
+
+    README.md                               YAML ``configs``: default -> data/, rejected -> rejected/
+    data/train-0000I-of-0000N.parquet       kept rows of shard I of N
+    rejected/train-0000I-of-0000N.parquet   dropped rows with their drop_reason
+    stats/shard-0000I-of-0000N.json         the shard's funnel (counts per reason)
+
+Shards of a job array write different files into one folder; each rewrites README.md
+from all the stats files present, so the folder is one dataset without a merge step.
+Parquet files are written row group by row group under a hidden name and renamed when
+complete, so a killed run never leaves a truncated file where ``load_dataset`` looks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"train-{index:05d}-of-{count:05d}"
+
+
+class ParquetSink:
+    """Append rows to one parquet file; rename it into place on ``close``."""
+
+    def __init__(self, path: Path, features: datasets.Features, rows_per_group: int = 1000):
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.partial")
+        self.features = features
+        self.schema = features.arrow_schema
+        self.rows_per_group = rows_per_group
+        self.buffer: list[dict] = []
+        self.count = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.partial, self.schema)
+
+    def add(self, row: dict) -> None:
+        self.buffer.append({name: row.get(name) for name in self.features})
+        self.count += 1
+        if len(self.buffer) >= self.rows_per_group:
+            self.flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        """Append a table with (at least) this sink's columns, in this sink's schema."""
+        self.flush()
+        self.writer.write_table(table.select(list(self.features)).cast(self.schema))
+        self.count += len(table)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.buffer = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        os.replace(self.partial, self.path)
+
+
+def write_readme(output_dir: Path, title: str, summary: str) -> None:
+    """README.md with the two configs, and the funnel of every shard's stats file."""
+    stats = [json.loads(p.read_text()) for p in sorted((output_dir / "stats").glob("shard-*.json"))]
+    header = (
+        "---\nconfigs:\n"
+        "- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
+        "- config_name: rejected\n  data_files:\n  - split: train\n    path: rejected/train-*.parquet\n"
+        "tags:\n- code\n- unitcoder\n---\n"
+    )
+    body = [f"# {title}\n", summary.strip() + "\n"]
+    if stats:
+        body.append(funnel_markdown(stats))
+    body.append(
+        "```python\nfrom datasets import load_dataset\n\n"
+        'kept = load_dataset("<this folder or repo>", split="train")\n'
+        'rejected = load_dataset("<this folder or repo>", "rejected", split="train")\n```\n'
+    )
+    (output_dir / "README.md").write_text(header + "\n" + "\n".join(body))
+
+
+def funnel_markdown(stats: list[dict]) -> str:
+    """A table of the summed counts across shards: files and functions, per drop reason."""
+    totals: Counter = Counter()
+    files: Counter = Counter()
+    functions: Counter = Counter()
+    for shard in stats:
+        totals.update({k: v for k, v in shard["counts"].items()})
+        files.update(shard["files_dropped"])
+        functions.update(shard["functions_dropped"])
+    lines = [
+        f"Shards: {len(stats)} of {stats[0]['num_shards']}\n",
+        "| step | count |",
+        "|---|---|",
+        f"| files read | {totals['files']} |",
+        f"| MB read | {totals['bytes'] / 1e6:.1f} |",
+    ]
+    lines += [f"| files dropped: `{reason}` | {n} |" for reason, n in files.most_common()]
+    lines.append(f"| functions found | {totals['functions']} |")
+    lines += [f"| functions dropped: `{reason}` | {n} |" for reason, n in functions.most_common()]
+    lines.append(f"| **functions kept** | **{totals['kept']}** |")
+    return "\n".join(lines) + "\n"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host answers on its port (False at once when HF_HUB_OFFLINE is set)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def push_folder(output_dir: Path, repo_id: str, message: str, token: str | None = None) -> str:
+    """Create the dataset repo if needed and upload the folder in one commit; return the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=str(output_dir),
+        commit_message=message,
+        allow_patterns=["README.md", "data/*.parquet", "rejected/*.parquet", "stats/*.json"],
+    )
+    return str(getattr(commit, "commit_url", commit))

