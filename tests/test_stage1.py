@@ -24,7 +24,10 @@ OFFLINE = ["--decontaminate", "humaneval"]
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # for subprocesses
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # for this one
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -288,6 +291,25 @@ def test_shards_of_a_job_array_form_one_dataset(real_sources, tmp_path, streamin
     sharded, whole = kept(out), kept(tmp_path / "whole")
     assert set(whole["id"]) <= set(sharded["id"])  # dedup is per shard: a shard may keep a copy
     assert "Shards: 2 of 2" in (out / "README.md").read_text()
+
+
+def test_streamed_single_file_input_is_sharded_by_row(real_sources, tmp_path):
+    pq.write_table(pa.Table.from_pylist(stack_rows(real_sources)), tmp_path / "stack.parquet")
+    out = tmp_path / "out"
+    for index in range(2):
+        args = ["--data_files", str(tmp_path / "stack.parquet"), "--output_dir", str(out), "--streaming"]
+        assert run(*args, "--num_shards", "2", "--shard_index", str(index)) == 0
+    assert run("--data_files", str(tmp_path / "stack.parquet"), "--output_dir", str(tmp_path / "whole")) == 0
+    assert set(kept(tmp_path / "whole")["id"]) <= set(kept(out)["id"])
+    files = [json.loads(p.read_text())["counts"]["files"] for p in sorted((out / "stats").glob("*.json"))]
+    assert sum(files) == len(stack_rows(real_sources)) and all(files)
+
+
+def test_no_input_means_the_installed_python_sources(tmp_path):
+    assert run("--output_dir", str(tmp_path / "out"), "--limit", "3", "--block_files", "200") == 0
+    stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
+    assert stats["input"].startswith("installed Python sources") and stats["limit_reached"]
+    assert len(kept(tmp_path / "out")) == 3
 
 
 def test_push_uploads_the_folder_in_one_commit(real_sources, tmp_path, monkeypatch):
