@@ -134,7 +134,7 @@ def _extract(batch, packages, max_bytes, licenses, benchmark_ngrams, ngram_n, nu
             content, hexsha, read_error = read_source(batch["local_path"][i], max_bytes)
         file_licenses = list(batch["max_stars_repo_licenses"][i] or [])
         source = {"repo": repo, "path": path, "hexsha": hexsha, "licenses": file_licenses}
-        file_row = {**source, "id": row_id(hexsha or f"{repo}/{path}"), "level": "file", "file_bytes": batch["size"][i]}
+        file_row = {**source, "id": row_id(repo, path, hexsha), "level": "file", "file_bytes": batch["size"][i]}
         if read_error:
             reason, _, detail = read_error.partition(":")
             emit(**file_row, drop_reason=reason.strip(), detail=detail.strip())
@@ -151,7 +151,7 @@ def _extract(batch, packages, max_bytes, licenses, benchmark_ngrams, ngram_n, nu
         for fn in record.functions:
             values = {
                 **source,
-                "id": row_id(hexsha or f"{repo}/{path}", fn.lineno, fn.name),
+                "id": row_id(repo, path, hexsha, fn.lineno, fn.name),
                 "level": "function",
                 "function_name": fn.name,
                 "lineno": fn.lineno,
