@@ -5,7 +5,8 @@ folder (or ``--corpus DIR``). Both sides run as fresh processes, start-up includ
 median of ``--repeats`` runs):
 
 * baseline: one process reads every ``.py`` file and ``ast.parse``s it, nothing more;
-* unitcoder: ``python processing/stage1.py --source_dir CORPUS --num_proc 2`` with an empty
+* unitcoder: ``python processing/stage1.py --source_dir CORPUS --num_proc 2 --skip_test_generation``
+  (retrieval only) with an empty
   datasets cache (prefilter, parsing, function analysis, dedup, decontamination against
   HumanEval, Hub-layout output);
 * optionally UnitCoder's released filter (``data_filter/filter_code_from_raw.py`` from
@@ -130,7 +131,7 @@ def main() -> int:
 
         stage1_s = timed(
             [sys.executable, str(REPO / "processing" / "stage1.py"), "--source_dir", str(corpus),
-             "--output_dir", str(out), "--num_proc", str(args.num_proc)],
+             "--output_dir", str(out), "--num_proc", str(args.num_proc), "--skip_test_generation"],
             args.repeats, fresh, env=env,
         )  # fmt: skip
         stats = json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())

@@ -94,9 +94,35 @@ def parse_args(classes: tuple[type, ...], description: str, argv: list[str] | No
     return tuple(instances)
 
 
+REDACTED = "<redacted>"
+
+
 def as_dict(*instances) -> dict:
-    """All fields of the given argument dataclasses, for logging the resolved config."""
+    """All fields of the given argument dataclasses, for logging the resolved config.
+
+    Fields marked ``metadata={"secret": True}`` (API keys, tokens) are redacted.
+    """
     merged: dict = {}
     for instance in instances:
-        merged.update(dataclasses.asdict(instance))
+        for field in dataclasses.fields(instance):
+            value = getattr(instance, field.name)
+            merged[field.name] = REDACTED if field.metadata.get("secret") and value else value
     return merged
+
+
+def redacted_command_line(argv: list[str], classes: tuple[type, ...]) -> str:
+    """The command line with the values of secret flags replaced (for logs and cards)."""
+    secrets = {f"--{f.name}" for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("secret")}
+    out, hide_next = [], False
+    for token in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+        elif token in secrets:
+            out.append(token)
+            hide_next = True
+        elif token.split("=", 1)[0] in secrets:
+            out.append(token.split("=", 1)[0] + "=" + REDACTED)
+        else:
+            out.append(token)
+    return " ".join(out)

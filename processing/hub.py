@@ -98,7 +98,7 @@ def funnel_markdown(stats: list[dict]) -> str:
     files: Counter = Counter()
     functions: Counter = Counter()
     for shard in stats:
-        totals.update({k: v for k, v in shard["counts"].items()})
+        totals.update(shard["counts"])
         files.update(shard["files_dropped"])
         functions.update(shard["functions_dropped"])
     lines = [
@@ -111,7 +111,17 @@ def funnel_markdown(stats: list[dict]) -> str:
     lines += [f"| files dropped: `{reason}` | {n} |" for reason, n in files.most_common()]
     lines.append(f"| functions found | {totals['functions']} |")
     lines += [f"| functions dropped: `{reason}` | {n} |" for reason, n in functions.most_common()]
-    lines.append(f"| **functions kept** | **{totals['kept']}** |")
+    lines.append(f"| **functions retrieved** | **{totals['kept']}** |")
+    tests = [shard["test_generation"] for shard in stats if shard.get("test_generation")]
+    if tests:
+        dropped: Counter = Counter()
+        for shard in tests:
+            dropped.update(shard["dropped"])
+        lines.append(
+            f"| unit-test answers (model `{tests[0]['test_model']}`, prompt `{tests[0]['test_prompt_hash']}`) | {sum(t['answers'] for t in tests)} |"
+        )
+        lines += [f"| tests dropped: `{reason}` | {n} |" for reason, n in dropped.most_common()]
+        lines.append(f"| **functions kept with tests** | **{sum(t['kept'] for t in tests)}** |")
     return "\n".join(lines) + "\n"
 
 

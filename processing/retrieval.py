@@ -37,6 +37,15 @@ _COMMON = {
     "lineno": datasets.Value("int32"),
 }
 KEPT_FEATURES = datasets.Features({**_COMMON, "imports": STRINGS, "packages": STRINGS})
+TESTED_FEATURES = datasets.Features(
+    {
+        **KEPT_FEATURES,
+        "test_code": datasets.Value("string"),
+        "test_model": datasets.Value("string"),
+        "test_backend": datasets.Value("string"),
+        "test_prompt_hash": datasets.Value("string"),
+    }
+)
 REJECTED_FEATURES = datasets.Features(
     {
         **_COMMON,

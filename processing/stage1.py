@@ -5,10 +5,12 @@
     python processing/stage1.py --dataset bigcode/the-stack-smol --data_dir data/python --streaming
     python processing/stage1.py --num_shards 8 --shard_index 3    # one task of a job array
 
-Writes a Hub-layout folder (``--output_dir``): kept functions in the ``default`` config,
-dropped files and functions with their ``drop_reason`` in ``rejected``; ``--push
---repo_id`` publishes it. Test generation is the next part of this stage; until it
-lands, stage 1 is retrieval only (``--skip_test_generation`` is accepted).
+Retrieval, then unit-test generation: every kept function goes to the model (one engine
+call for the whole round; ``--backend``, default the embedded SmolLM2 via llama.cpp) and
+keeps the ``unittest`` module cut out of the answer (``--skip_test_generation`` for
+retrieval only). Writes a Hub-layout folder (``--output_dir``): kept functions in the
+``default`` config, dropped files, functions and unusable tests with their
+``drop_reason`` in ``rejected``; ``--push --repo_id`` publishes it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,30 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset
 from tqdm.auto import tqdm
 
-from processing.args import as_dict, parse_args
+from processing.args import as_dict, parse_args, redacted_command_line
 from processing.corpus import load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
+from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name, write_readme
 from processing.packages import parse_packages
-from processing.retrieval import EXTRACTED_FEATURES, KEPT_FEATURES, REJECTED_FEATURES, Selector, extract_batch
+from processing.retrieval import (
+    EXTRACTED_FEATURES,
+    KEPT_FEATURES,
+    REJECTED_FEATURES,
+    TESTED_FEATURES,
+    Selector,
+    extract_batch,
+)
+from processing.testgen import PromptTemplate, generate_tests_batch
 
 logger = logging.getLogger("stage1")
 CODE_VERSION_FILES = ("python_functions.py", "retrieval.py", "dedup.py", "corpus.py")
@@ -107,9 +121,7 @@ class RunArgs:
         default=None, metadata={"help": "processes for the extraction map (non-streaming input)"}
     )
     block_files: int = field(default=4096, metadata={"help": "files per extraction step when --limit is set"})
-    skip_test_generation: bool = field(
-        default=False, metadata={"help": "retrieval only (stage 1 is retrieval only until test generation lands)"}
-    )
+    skip_test_generation: bool = field(default=False, metadata={"help": "retrieval only: no LLM, no test_code column"})
     push: bool = field(default=False, metadata={"help": "publish the output folder to the Hub (needs --repo_id)"})
     repo_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo for --push, e.g. user/unitcoder-stage1"}
@@ -164,10 +176,71 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    inp, ret, run = parse_args((InputArgs, RetrievalArgs, RunArgs), __doc__.split("\n\n")[0], argv)
+    classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
+    inp, ret, gen, run = parse_args(classes, __doc__.split("\n\n")[0], argv)
     logging.basicConfig(level=run.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("config: %s", json.dumps(as_dict(inp, ret, run), default=str))
+    logger.info("command: %s", redacted_command_line(sys.argv[1:] if argv is None else argv, classes))
+    logger.info("config: %s", json.dumps(as_dict(inp, ret, gen, run), default=str))
     started = time.time()
+    generator = None
+    if not run.skip_test_generation:
+        try:  # a missing model or unreachable server stops the run before any work
+            generator = build_generator(gen)
+        except GenerationError as exc:
+            logger.error("%s", exc)
+            return 2
+    output = Path(run.output_dir)
+    name = shard_name(inp.shard_index, inp.num_shards)
+    retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
+    rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
+    stats, described, packages = retrieve(inp, ret, run, ParquetSink(retrieved_path, KEPT_FEATURES), rejected_sink)
+    if generator:
+        template = PromptTemplate.load("unit_test")
+        try:
+            stats["test_generation"] = write_tests(
+                retrieved_path,
+                output / "data" / f"{name}.parquet",
+                rejected_sink,
+                generator,
+                template,
+                Sampling.from_args(gen),
+            )
+        except GenerationError as exc:
+            logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
+            return 1
+    rejected_sink.close()
+    stats["wall_s"] = round(time.time() - started, 2)
+    (output / "stats").mkdir(parents=True, exist_ok=True)
+    (output / "stats" / f"shard-{inp.shard_index:05d}-of-{inp.num_shards:05d}.json").write_text(
+        json.dumps(stats, indent=2)
+    )
+    what = "functions with LLM-written unit tests" if generator else "functions (retrieval only)"
+    write_readme(
+        output,
+        "unitcoder stage 1: " + what,
+        f"Self-contained Python functions that use target packages, retrieved from {described} "
+        f"by unitcoder stage 1 ({len(packages)} target packages){'' if not generator else ', each with a `test_code` module of unittest tests written by ' + generator.model_id}. "
+        "The `rejected` config holds every dropped file and function with its `drop_reason`.",
+    )
+    log_funnel(stats)
+    if run.push:
+        try:
+            url = push_folder(output, run.repo_id, f"stage 1: {stats['kept']} {what} from {described}")
+        except Exception as exc:
+            logger.error(
+                "push to %s failed (%s: %s); the local output in %s is complete",
+                run.repo_id,
+                type(exc).__name__,
+                exc,
+                output,
+            )
+            return 1
+        logger.info("pushed to %s", url)
+    return 0
+
+
+def retrieve(inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink: ParquetSink, rejected_sink: ParquetSink):
+    """The retrieval steps; returns (stats, input description, target packages)."""
     packages = parse_packages(ret.packages, ret.packages_file)
     names = tuple(n.strip() for n in ret.decontaminate.split(",") if n.strip())
     needs_hub = any(n != "humaneval" for n in names)
@@ -198,11 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         "code": code_version(),
     }
     settings_hash = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-
-    output = Path(run.output_dir)
-    name = shard_name(inp.shard_index, inp.num_shards)
-    kept_sink = ParquetSink(output / "data" / f"{name}.parquet", KEPT_FEATURES)
-    rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
     selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, kept_sink, rejected_sink)
     for table in tqdm(
         extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
@@ -211,8 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         if selector.done:
             break
     kept_sink.close()
-    rejected_sink.close()
-
     stats = selector.stats() | {
         "shard_index": inp.shard_index,
         "num_shards": inp.num_shards,
@@ -222,34 +288,50 @@ def main(argv: list[str] | None = None) -> int:
         "decontamination_skipped": benchmarks.skipped,
         "limit_reached": selector.done,
         "settings": settings,
-        "wall_s": round(time.time() - started, 2),
+        "kept": selector.counts["kept"],
     }
-    (output / "stats").mkdir(parents=True, exist_ok=True)
-    (output / "stats" / f"shard-{inp.shard_index:05d}-of-{inp.num_shards:05d}.json").write_text(
-        json.dumps(stats, indent=2)
+    return stats, described, packages
+
+
+def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, generator, template, sampling) -> dict:
+    """Test generation over all retrieved functions: one generation call, then parse each answer."""
+    functions = Dataset(pq.read_table(retrieved))
+    metadata = {
+        "test_model": generator.model_id,
+        "test_backend": generator.backend.name,
+        "test_prompt_hash": template.hash,
+    }
+    fingerprint = hashlib.sha1(
+        json.dumps([metadata, sampling.__dict__, str(retrieved.stat().st_mtime_ns)]).encode()
+    ).hexdigest()
+    with_tests = functions.map(
+        generate_tests_batch,
+        batched=True,
+        batch_size=None,  # the whole round in one engine call
+        fn_kwargs={"generator": generator, "template": template, "sampling": sampling},
+        new_fingerprint=fingerprint,
+        keep_in_memory=True,
+        desc="writing unit tests",
     )
-    write_readme(
-        output,
-        "unitcoder stage 1: retrieved functions",
-        f"Self-contained Python functions that use target packages, retrieved from {described} "
-        f"by [unitcoder](https://github.com/) stage 1 (retrieval; {len(packages)} target packages). "
-        "The `rejected` config holds every dropped file and function with its `drop_reason`.",
-    )
-    log_funnel(stats)
-    if run.push:
-        try:
-            url = push_folder(output, run.repo_id, f"stage 1: {stats['counts']['kept']} functions from {described}")
-        except Exception as exc:
-            logger.error(
-                "push to %s failed (%s: %s); the local output in %s is complete",
-                run.repo_id,
-                type(exc).__name__,
-                exc,
-                output,
-            )
-            return 1
-        logger.info("pushed to %s", url)
-    return 0
+    kept_sink = ParquetSink(kept_path, TESTED_FEATURES)
+    dropped: Counter = Counter()
+    for row in with_tests:
+        reason = row["test_drop_reason"]
+        if reason:
+            dropped[reason] += 1
+            rejected_sink.add({**row, "level": "function", "drop_reason": reason, "detail": row["test_detail"]})
+        else:
+            kept_sink.add({**row, **metadata})
+    kept_sink.close()
+    return {
+        "functions": len(functions),
+        "answers": len(functions) - dropped["no_answer"],
+        "kept": kept_sink.count,
+        "dropped": dict(dropped.most_common()),
+        **metadata,
+        "sampling": sampling.__dict__,
+        "usage": generator.usage.__dict__,
+    }
 
 
 def log_funnel(stats: dict) -> None:
@@ -260,12 +342,14 @@ def log_funnel(stats: dict) -> None:
     logger.info("functions found: %d", counts["functions"])
     for reason, n in stats["functions_dropped"].items():
         logger.info("  functions dropped, %s: %d", reason, n)
-    logger.info(
-        "functions kept: %d%s (%.1fs)",
-        counts["kept"],
-        " (limit reached)" if stats["limit_reached"] else "",
-        stats["wall_s"],
-    )
+    logger.info("functions retrieved: %d%s", counts["kept"], " (limit reached)" if stats["limit_reached"] else "")
+    tests = stats.get("test_generation")
+    if tests:
+        logger.info("unit tests: %d functions in, %d answers", tests["functions"], tests["answers"])
+        for reason, n in tests["dropped"].items():
+            logger.info("  tests dropped, %s: %d", reason, n)
+        logger.info("functions kept with tests: %d", tests["kept"])
+    logger.info("stage 1 finished in %.1fs", stats["wall_s"])
 
 
 if __name__ == "__main__":
