@@ -69,16 +69,18 @@ def _candidates(answer: str) -> list[str]:
 
 
 def _parse_trimmed(text: str) -> tuple[ast.Module, str] | None:
-    """Parse ``text``, cutting chatter before the first code-looking line and after the code."""
+    """Parse ``text``; failing that, cut chatter before the first code-looking line and
+    lines after the code, a few at a time."""
     lines = text.strip("\n").splitlines()
     start = next((i for i, line in enumerate(lines) if CODE_START_RE.match(line)), 0)
-    lines = lines[start:]
-    for cut in range(0, min(MAX_TRIMMED_LINES, len(lines))):
-        source = "\n".join(lines[: len(lines) - cut]) + "\n"
-        try:
-            return ast.parse(source), source
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
+    for begin in dict.fromkeys((0, start)):
+        kept = lines[begin:]
+        for cut in range(0, min(MAX_TRIMMED_LINES, len(kept))):
+            source = "\n".join(kept[: len(kept) - cut]) + "\n"
+            try:
+                return ast.parse(source), source
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
     return None
 
 

@@ -1,0 +1,288 @@
+"""The generation layer: request cache, per-sample seeds, retries, vLLM request building, secrets."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from processing.args import as_dict, redacted_command_line
+from processing.generation import (
+    GenerationArgs,
+    GenerationError,
+    Generator,
+    OpenAIBackend,
+    Request,
+    RequestCache,
+    Sampling,
+    ScriptedBackend,
+    VLLMBackend,
+    vllm_batch,
+)
+
+CONVERSATIONS = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
+
+
+def scripted() -> ScriptedBackend:
+    return ScriptedBackend([{"match": "question", "answer": "an answer"}])
+
+
+def test_n_samples_per_conversation_in_order_with_per_sample_seeds(tmp_path):
+    seen = []
+
+    class Recording(ScriptedBackend):
+        def complete(self, requests, done):
+            seen.extend(r.seed for r in requests)
+            super().complete(requests, done)
+
+    generator = Generator(Recording([{"match": "question", "answer": "x"}]), RequestCache(str(tmp_path)))
+    answers = generator.generate(CONVERSATIONS, Sampling(n=2, seed=10))
+    assert answers == [["x", "x"]] * 3
+    assert seen == [10, 11, 10, 11, 10, 11]
+
+
+def test_a_second_run_asks_the_model_nothing(tmp_path):
+    first = scripted()
+    assert (
+        Generator(first, RequestCache(str(tmp_path))).generate(CONVERSATIONS, Sampling(n=3)) == [["an answer"] * 3] * 3
+    )
+    assert first.calls == 9
+    second = scripted()
+    generator = Generator(second, RequestCache(str(tmp_path)))
+    assert generator.generate(CONVERSATIONS, Sampling(n=3)) == [["an answer"] * 3] * 3
+    assert second.calls == 0 and generator.usage.cached == 9
+
+
+def test_the_cache_key_covers_model_prompt_sampling_and_sample_index():
+    request = Request(({"role": "user", "content": "q"},), 0.7, 0.95, 100, 0)
+    base = RequestCache.key("openai", "m", request, 0)
+    assert RequestCache.key("openai", "other", request, 0) != base
+    assert RequestCache.key("openai", "m", Request(({"role": "user", "content": "q2"},), 0.7, 0.95, 100, 0), 0) != base
+    assert RequestCache.key("openai", "m", Request(request.messages, 0.2, 0.95, 100, 0), 0) != base
+    assert RequestCache.key("openai", "m", Request(request.messages, 0.7, 0.95, 100, 1), 1) != base
+
+
+def test_only_missing_answers_are_asked_after_an_interruption(tmp_path):
+    cache_dir = str(tmp_path)
+
+    class Dies(ScriptedBackend):
+        def complete(self, requests, done):
+            done(0, self._answer(requests[0]))
+            raise KeyboardInterrupt  # the run is killed after one answer
+
+        def _answer(self, request):
+            from processing.generation import Completion
+
+            return Completion("an answer", finish_reason="stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        Generator(Dies([]), RequestCache(cache_dir)).generate(CONVERSATIONS, Sampling())
+    resumed = scripted()
+    assert Generator(resumed, RequestCache(cache_dir)).generate(CONVERSATIONS, Sampling()) == [["an answer"]] * 3
+    assert resumed.calls == 2
+
+
+def test_failed_requests_are_none_and_not_cached(tmp_path):
+    backend = ScriptedBackend([{"match": "question 1", "answer": "one"}])
+    generator = Generator(backend, RequestCache(str(tmp_path)))
+    assert generator.generate(CONVERSATIONS, Sampling()) == [[None], ["one"], [None]]
+    again = ScriptedBackend([{"match": "question", "answer": "now"}])
+    assert Generator(again, RequestCache(str(tmp_path))).generate(CONVERSATIONS, Sampling()) == [
+        ["now"],
+        ["one"],
+        ["now"],
+    ]
+    assert again.calls == 2
+
+
+# --------------------------------------------------------------------------- openai backend
+
+
+class FlakyServer:
+    """An OpenAI-compatible server on loopback that fails on purpose before answering."""
+
+    def __init__(self, failures: list[int], models=("served-model",), retry_after: str | None = None):
+        self.failures = list(failures)
+        self.models = models
+        self.posts = []
+        self.headers = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body, extra=None):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": m} for m in owner.models]})
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.posts.append(payload)
+                owner.headers.append(dict(self.headers))
+                if owner.failures:
+                    code = owner.failures.pop(0)
+                    self._send(code, {"error": "on purpose"}, {"Retry-After": retry_after} if retry_after else None)
+                    return
+                text = f"echo: {payload['messages'][-1]['content']} seed {payload['seed']}"
+                self._send(
+                    200,
+                    {
+                        "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+                    },
+                )
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky():
+    servers = []
+
+    def make(*args, **kwargs):
+        server = FlakyServer(*args, **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def openai(server: FlakyServer, **kwargs) -> OpenAIBackend:
+    settings = {"api_key": None, "max_concurrency": 2, "timeout": 10, "max_retries": 3, "backoff_s": 0.01} | kwargs
+    return OpenAIBackend(server.url, "served-model", **settings)
+
+
+def test_retries_on_429_and_5xx_then_answers(flaky):
+    server = flaky([429, 503, 500], retry_after="0")
+    generator = Generator(openai(server, max_concurrency=1), None)
+    assert generator.generate(CONVERSATIONS[:1], Sampling(seed=7)) == [["echo: question 0 seed 7"]]
+    assert len(server.posts) == 4
+
+
+def test_gives_up_after_the_retries_with_a_clear_error(flaky):
+    server = flaky([503] * 10)
+    with pytest.raises(GenerationError, match="failed 3 times in a row"):
+        Generator(openai(server, max_retries=2), None).generate(CONVERSATIONS[:1], Sampling())
+
+
+def test_a_bad_request_fails_that_request_only(flaky):
+    server = flaky([400])
+    answers = Generator(openai(server, max_concurrency=1), None).generate(CONVERSATIONS[:2], Sampling())
+    assert answers[0] == [None] and answers[1][0].startswith("echo")
+    assert len(server.posts) == 2  # no retry for a 400
+
+
+def test_wrong_model_name_is_a_clear_error(flaky):
+    server = flaky([], models=("other-model",))
+    with pytest.raises(GenerationError, match="does not serve model 'served-model'; it serves: other-model"):
+        openai(server)
+
+
+def test_unreachable_server_is_a_clear_error():
+    with pytest.raises(GenerationError, match="cannot reach an OpenAI-compatible server"):
+        OpenAIBackend("http://127.0.0.1:9/v1", "m", None, 1, 2, 0)
+
+
+def test_api_key_is_sent_but_never_logged(flaky, caplog, monkeypatch):
+    server = flaky([])
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-from-env")
+    args = GenerationArgs(backend="openai", base_url=server.url, model="served-model")
+    assert args.api_key == "sk-secret-from-env"
+    backend = OpenAIBackend(args.base_url, args.model, args.api_key, 1, 5, 0)
+    with caplog.at_level("DEBUG"):
+        Generator(backend, None).generate(CONVERSATIONS[:1], Sampling())
+    assert server.headers[0]["Authorization"] == "Bearer sk-secret-from-env"
+    assert "sk-secret" not in caplog.text
+    assert as_dict(args)["api_key"] == "<redacted>"
+    assert "sk-x" not in redacted_command_line(
+        ["--api_key", "sk-x", "--api_key=sk-x", "--model", "m"], (GenerationArgs,)
+    )
+
+
+# --------------------------------------------------------------------------- vllm backend (without vLLM)
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+def test_vllm_batch_is_one_request_per_sample_with_its_seed():
+    requests = [Request(({"role": "user", "content": "q"},), 0.5, 0.9, 64, seed) for seed in (3, 4)]
+    conversations, params = vllm_batch(requests, FakeSamplingParams)
+    assert conversations == [[{"role": "user", "content": "q"}]] * 2
+    assert [p.kwargs for p in params] == [
+        {"n": 1, "temperature": 0.5, "top_p": 0.9, "max_tokens": 64, "seed": 3},
+        {"n": 1, "temperature": 0.5, "top_p": 0.9, "max_tokens": 64, "seed": 4},
+    ]
+
+
+def test_vllm_backend_makes_one_chat_call_per_round(monkeypatch):
+    calls = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls["init"] = kwargs
+
+        def chat(self, messages, sampling_params=None, use_tqdm=True):
+            calls.setdefault("chat", []).append((messages, sampling_params, use_tqdm))
+            sample = types.SimpleNamespace(text="ok", token_ids=[1, 2], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[sample], prompt_token_ids=[1, 2, 3]) for _ in messages]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
+    backend = VLLMBackend("org/model", tensor_parallel_size=2, max_model_len=4096, gpu_memory_utilization=0.8, seed=1)
+    generator = Generator(backend, None)
+    assert generator.generate(CONVERSATIONS, Sampling(n=2)) == [["ok", "ok"]] * 3
+    assert calls["init"] == {
+        "model": "org/model",
+        "tensor_parallel_size": 2,
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.8,
+        "enable_prefix_caching": True,
+        "seed": 1,
+    }
+    ((messages, params, use_tqdm),) = calls["chat"]
+    assert len(messages) == 6 and len(params) == 6 and use_tqdm
+    assert generator.usage.prompt_tokens == 18 and generator.usage.completion_tokens == 12
+
+
+def test_missing_vllm_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(GenerationError, match="needs vLLM"):
+        VLLMBackend("m", 1, None, 0.9, 0)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"backend": "nope"}, "--backend must be one of"),
+        ({"backend": "openai", "model": "m"}, "needs --base_url and --model"),
+        ({"backend": "vllm"}, "needs --model"),
+        ({"temperature": -1}, "temperature"),
+    ],
+)
+def test_bad_generation_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationArgs(**settings)
