@@ -381,3 +381,79 @@ def test_recipe_file_gives_defaults_and_flags_win(real_sources, tmp_path):
     )
     assert stage1.main(["--config", str(recipe), "--output_dir", str(tmp_path / "out")]) == 0
     assert len(kept(tmp_path / "out")) == 3 and not (tmp_path / "ignored").exists()
+
+
+# --------------------------------------------------------------------------- test generation
+
+GOOD_TESTS = (
+    "```python\nimport unittest\n\nclass TestCases(unittest.TestCase):\n"
+    "    def test_join(self):\n        self.assertEqual(NAME('a'), os.path.join('a', INITIAL))\n```"
+)
+
+
+def good_tests(name: str) -> str:
+    return GOOD_TESTS.replace("NAME", name).replace("INITIAL", repr(name[0]))
+
+
+def scripted_run(tmp_path: Path, answers: list[dict], *extra: str) -> int:
+    (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(a) for a in answers) + "\n")
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True, exist_ok=True)
+    for name in ("good", "chatty", "rambling", "redefining", "silent"):
+        (src / f"{name}.py").write_text(f"import os\n\ndef {name}(p):\n    return os.path.join(p, '{name[0]}')\n")
+    return stage1.main(
+        ["--decontaminate", "humaneval", "--source_dir", str(tmp_path / "src"), "--output_dir", str(tmp_path / "out"),
+         "--backend", "scripted", "--model", str(tmp_path / "answers.jsonl"), "--cache_dir", str(tmp_path / "cache"), *extra]
+    )  # fmt: skip
+
+
+ANSWERS = [
+    {"match": "def good(", "answer": good_tests("good")},
+    {"match": "def chatty(", "answer": "Sure!\n" + good_tests("chatty") + "\nEnjoy."},
+    {"match": "def rambling(", "answer": "I think the function joins paths. It is nice."},
+    {
+        "match": "def redefining(",
+        "answer": "```python\nimport os, unittest\ndef redefining(p):\n    return p\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertTrue(redefining('x'))\n```",
+    },
+]
+
+
+def test_stage1_writes_tests_for_every_retrieved_function(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        assert scripted_run(tmp_path, ANSWERS) == 0
+    rows = kept(tmp_path / "out")
+    assert sorted(rows["function_name"]) == ["chatty", "good"]
+    assert all(r["test_code"].startswith("import unittest") and "Enjoy" not in r["test_code"] for r in rows)
+    assert {r["test_backend"] for r in rows} == {"scripted"} and all(len(r["test_prompt_hash"]) == 16 for r in rows)
+    reasons = {r["function_name"]: r["drop_reason"] for r in rejected(tmp_path / "out") if r["level"] == "function"}
+    assert reasons == {"rambling": "unparseable_tests", "redefining": "redefines_function", "silent": "no_answer"}
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "functions kept with tests** | **2**" in readme and "tests dropped: `no_answer` | 1" in readme
+    assert "functions kept with tests: 2" in caplog.text
+
+
+def test_stage1_tests_pass_in_the_sandbox(tmp_path):
+    from sandbox import Sandbox, SandboxConfig
+
+    assert scripted_run(tmp_path, ANSWERS) == 0
+    rows = kept(tmp_path / "out")
+    with Sandbox(SandboxConfig(workers=1, preload=())) as pool:
+        results = pool.verify([(r["code"], r["test_code"]) for r in rows])
+    assert [r.status for r in results] == ["pass", "pass"]
+
+
+def test_rerun_with_the_same_settings_asks_the_model_nothing(tmp_path, caplog):
+    assert scripted_run(tmp_path, ANSWERS) == 0
+    first = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())["test_generation"]
+    assert first["usage"]["requests"] == 5
+    assert scripted_run(tmp_path, ANSWERS, "--output_dir", str(tmp_path / "second")) == 0
+    second = json.loads((tmp_path / "second" / "stats" / "shard-00000-of-00001.json").read_text())["test_generation"]
+    assert second["usage"]["requests"] == 1 and second["usage"]["cached"] == 4  # only the failed one again
+    assert kept(tmp_path / "second")["test_code"] == kept(tmp_path / "out")["test_code"]
+
+
+def test_missing_model_stops_before_any_work(tmp_path, caplog):
+    code = stage1.main(
+        ["--output_dir", str(tmp_path / "out"), "--backend", "scripted", "--model", str(tmp_path / "none.jsonl")]
+    )
+    assert code == 2 and "does not exist" in caplog.text and not (tmp_path / "out").exists()
