@@ -118,3 +118,14 @@ def test_stage1_end_to_end_with_the_embedded_model(tmp_path):
     assert stats["functions"] == 2 and stats["answers"] == 2
     assert stats["test_backend"] == "llama_cpp" and stats["test_model"].endswith(".gguf")
     assert stats["kept"] + sum(stats["dropped"].values()) == 2
+
+
+def test_transformers_backend_generates_from_the_dequantised_embedded_model():
+    from processing.generation import TransformersBackend
+
+    path = Path(embedded_model_path())
+    backend = TransformersBackend(f"{path.parent}:{path.name}", batch_size=2)
+    generator = Generator(backend, None)
+    answers = generator.generate(QUESTION * 3, Sampling(n=1, temperature=0.0, max_tokens=12))
+    assert [len(a) for a in answers] == [1, 1, 1] and all(a[0] for a in answers)
+    assert answers[0] == answers[1] == answers[2]  # greedy: the same prompt, the same answer, batched or not
