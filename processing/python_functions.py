@@ -77,12 +77,16 @@ def walk(nodes: list[ast.AST]):
     while stack:
         node = stack.pop()
         yield node
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if value.__class__ is list:
-                stack.extend(item for item in value if isinstance(item, _AST))
-            elif isinstance(value, _AST):
-                stack.append(value)
+        _push_children(stack, node)
+
+
+def _push_children(stack: list[ast.AST], node: ast.AST) -> None:
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if value.__class__ is list:
+            stack.extend(item for item in value if isinstance(item, _AST))
+        elif isinstance(value, _AST):
+            stack.append(value)
 
 
 # --------------------------------------------------------------------------- module scope
@@ -125,12 +129,7 @@ def _stored_names(node: ast.AST) -> set[str]:
         elif kind in _IMPORTS:
             names.update(_bound_name(current, a) for a in current.names if a.name != "*")
             continue
-        for field_name in current._fields:
-            value = getattr(current, field_name, None)
-            if value.__class__ is list:
-                stack.extend(item for item in value if isinstance(item, _AST))
-            elif isinstance(value, _AST):
-                stack.append(value)
+        _push_children(stack, current)
     return names
 
 
