@@ -208,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         except GenerationError as exc:
             logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
             return 1
+        retrieved_path.unlink()  # the functions now live in data/ (with tests) or rejected/
+        try:
+            retrieved_path.parent.rmdir()
+        except OSError:
+            pass  # another shard of the job array is still using it
+        stats["kept"] = stats["test_generation"]["kept"]
     rejected_sink.close()
     stats["wall_s"] = round(time.time() - started, 2)
     (output / "stats").mkdir(parents=True, exist_ok=True)

@@ -430,6 +430,7 @@ def test_stage1_writes_tests_for_every_retrieved_function(tmp_path, caplog):
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "functions kept with tests** | **2**" in readme and "tests dropped: `no_answer` | 1" in readme
     assert "functions kept with tests: 2" in caplog.text
+    assert not (tmp_path / "out" / ".retrieved").exists()
 
 
 def test_stage1_tests_pass_in_the_sandbox(tmp_path):
