@@ -571,7 +571,8 @@ class TransformersBackend(Backend):
 
 
 class ScriptedBackend(Backend):
-    """Canned answers: the first rule whose ``match`` occurs in the last user message wins."""
+    """Canned answers: the first rule whose ``match`` (a string, or a list of strings that
+    must all occur) is in the last user message wins; ``delay_s`` slows a rule down."""
 
     name = "scripted"
 
@@ -593,13 +594,16 @@ class ScriptedBackend(Backend):
         for position, request in enumerate(requests):
             self.calls += 1
             prompt = request.messages[-1]["content"]
-            answer = next((rule["answer"] for rule in self.rules if rule["match"] in prompt), None)
-            done(
-                position,
-                Completion(answer, finish_reason="stop")
-                if answer is not None
-                else Completion(None, error="no scripted answer matches"),
-            )
+            rule = next((r for r in self.rules if _matches(r["match"], prompt)), None)
+            if rule is None:
+                done(position, Completion(None, error="no scripted answer matches"))
+                continue
+            time.sleep(rule.get("delay_s", 0))
+            done(position, Completion(rule["answer"], finish_reason="stop"))
+
+
+def _matches(match: str | list[str], prompt: str) -> bool:
+    return all(part in prompt for part in ([match] if isinstance(match, str) else match))
 
 
 def build_generator(args: GenerationArgs) -> Generator:

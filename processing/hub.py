@@ -153,3 +153,37 @@ def push_folder(output_dir: Path, repo_id: str, message: str, token: str | None 
         allow_patterns=["README.md", "data/*.parquet", "rejected/*.parquet", "stats/*.json"],
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+def publish_version(output_dir: Path, repo_id: str, version: dict, write_card, token: str | None = None) -> str:
+    """Upload the folder as one commit and tag it ``version['tag']``, unless that tag exists.
+
+    The tag is derived from the config fingerprint, so rerunning with identical input and
+    settings publishes nothing new. ``write_card(history)`` rewrites README.md with the
+    version history (earlier tags plus this one) before the upload.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    refs = api.list_repo_refs(repo_id, repo_type="dataset")
+    tags = sorted(tag.name for tag in refs.tags)
+    if version["tag"] in tags:
+        return f"{repo_id} already has version {version['tag']} (same input and settings): nothing published"
+    history = [{"tag": tag} for tag in tags[-9:]] + [version]
+    write_card(history)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=str(output_dir),
+        commit_message=f"unitcoder {version['tag']}: {version['rows']} verified rows",
+        allow_patterns=["README.md", "funnel.png", "data/*.parquet", "rejected/*.parquet", "stats/*.json"],
+    )
+    api.create_tag(
+        repo_id,
+        tag=version["tag"],
+        revision=commit.oid,
+        repo_type="dataset",
+        tag_message=f"fingerprint {version['fingerprint']}",
+    )
+    return f"published {repo_id} version {version['tag']} ({commit.commit_url})"
