@@ -34,15 +34,13 @@ def extract_code(answer: str | None, function_name: str) -> tuple[str | None, st
 
 def stub_implementations(code: str, function_name: str) -> list[str]:
     """The code with the function's body replaced by trivially wrong ones (return None; raise)."""
-    tree = ast.parse(code)
     stubs = []
     for body in ("return None", "raise NotImplementedError"):
-        copy = ast.parse(code)
-        for node in copy.body:
+        tree = ast.parse(code)
+        for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name == function_name:
                 node.body = ast.parse(body).body
-        stubs.append(ast.unparse(copy) + "\n")
-    del tree
+        stubs.append(ast.unparse(tree) + "\n")
     return stubs
 
 

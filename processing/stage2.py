@@ -162,7 +162,7 @@ def run_flow(
             refined=False,
             refine_status="skipped",
         )
-    results = sandbox.verify([(r["code"], r["test_code"]) for r in rows], desc="verifying")
+    results = sandbox.verify([(r["code"], r["test_code"]) for r in rows], progress=True, desc="verifying")
     for row, result in zip(rows, results):
         row["result"] = result
         if result.status == PASSING:
@@ -192,7 +192,7 @@ def run_flow(
                 else:
                     candidates.append((row, index, code))
         verdicts = sandbox.verify(
-            [(code, row["test_code"]) for row, _, code in candidates], desc=f"verifying round {round_}"
+            [(code, row["test_code"]) for row, _, code in candidates], progress=True, desc=f"verifying round {round_}"
         )
         best: dict[str, tuple] = {}
         for (row, index, code), result in zip(candidates, verdicts):
@@ -231,7 +231,7 @@ def guard(rows: list[dict], sandbox: Sandbox, funnel: Counter) -> None:
         for stub in stub_implementations(row["code"], row["function_name"]):
             pairs.append((stub, row["test_code"]))
             owners.append(row)
-    for row, result in zip(owners, sandbox.verify(pairs, desc="checking the tests bite")):
+    for row, result in zip(owners, sandbox.verify(pairs, progress=True, desc="checking the tests bite")):
         if result.status == PASSING and row["state"] == "passing":
             row.update(
                 state="rejected", drop_reason="vacuous_tests", detail="the tests pass against a trivially wrong body"
@@ -251,7 +251,7 @@ def refine(rows: list[dict], generator, sandbox: Sandbox, template, sampling: Sa
             row["refine_status"] = why
         else:
             candidates.append((row, code))
-    verdicts = sandbox.verify([(code, row["test_code"]) for row, code in candidates], desc="verifying refined code")
+    verdicts = sandbox.verify([(code, row["test_code"]) for row, code in candidates], progress=True, desc="verifying refined code")
     for (row, code), result in zip(candidates, verdicts):
         if result.status == PASSING:
             row.update(code=code, result=result, refined=True, refine_status="pass")

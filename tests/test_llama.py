@@ -129,3 +129,25 @@ def test_transformers_backend_generates_from_the_dequantised_embedded_model():
     answers = generator.generate(QUESTION * 3, Sampling(n=1, temperature=0.0, max_tokens=12))
     assert [len(a) for a in answers] == [1, 1, 1] and all(a[0] for a in answers)
     assert answers[0] == answers[1] == answers[2]  # greedy: the same prompt, the same answer, batched or not
+
+
+def test_stage2_end_to_end_with_the_embedded_model(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from processing import stage2
+
+    (tmp_path / "in" / "data").mkdir(parents=True)
+    tests = "import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n"
+    rows = [
+        {"id": "ok", "function_name": "add", "code": "def add(a, b):\n    return a + b\n", "test_code": tests},
+        {"id": "broken", "function_name": "add", "code": "def add(a, b):\n    return a - b\n", "test_code": tests},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "data" / "train-00000-of-00001.parquet")
+    args = ["--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")]
+    assert stage2.main([*args, "--rounds", "1", "--samples", "2", "--max_tokens", "128", "--sandbox_workers", "1"]) == 0
+    stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
+    funnel = dict(stats["funnel"])
+    assert funnel["input rows"] == 2 and funnel["passed at first try"] == 1
+    assert funnel["verified"] + sum(stats["dropped"].values()) == 2
+    assert stats["usage"]["requests"] >= 2  # two fix samples (and refine answers)

@@ -281,3 +281,12 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stag
         for row in killed_rows + fresh_rows:
             row.pop("verify_duration_s", None)
         assert killed_rows == fresh_rows
+
+
+def test_shards_split_the_input_and_write_their_own_files(tmp_path, stage1_output):
+    for index in range(2):
+        assert stage2.main([*args_for(tmp_path, stage1_output), "--num_shards", "2", "--shard_index", str(index)]) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    ids = sorted(load(out)["id"] + load(out, "rejected")["id"])
+    assert ids == ["a", "b", "c", "d", "e"]
