@@ -251,7 +251,9 @@ def refine(rows: list[dict], generator, sandbox: Sandbox, template, sampling: Sa
             row["refine_status"] = why
         else:
             candidates.append((row, code))
-    verdicts = sandbox.verify([(code, row["test_code"]) for row, code in candidates], progress=True, desc="verifying refined code")
+    verdicts = sandbox.verify(
+        [(code, row["test_code"]) for row, code in candidates], progress=True, desc="verifying refined code"
+    )
     for (row, code), result in zip(candidates, verdicts):
         if result.status == PASSING:
             row.update(code=code, result=result, refined=True, refine_status="pass")

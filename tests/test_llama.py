@@ -144,7 +144,14 @@ def test_stage2_end_to_end_with_the_embedded_model(tmp_path):
         {"id": "broken", "function_name": "add", "code": "def add(a, b):\n    return a - b\n", "test_code": tests},
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "data" / "train-00000-of-00001.parquet")
-    args = ["--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")]
+    args = [
+        "--input_dir",
+        str(tmp_path / "in"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+    ]
     assert stage2.main([*args, "--rounds", "1", "--samples", "2", "--max_tokens", "128", "--sandbox_workers", "1"]) == 0
     stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
     funnel = dict(stats["funnel"])

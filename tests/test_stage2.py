@@ -287,6 +287,9 @@ def test_shards_split_the_input_and_write_their_own_files(tmp_path, stage1_outpu
     for index in range(2):
         assert stage2.main([*args_for(tmp_path, stage1_output), "--num_shards", "2", "--shard_index", str(index)]) == 0
     out = tmp_path / "out"
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     ids = sorted(load(out)["id"] + load(out, "rejected")["id"])
     assert ids == ["a", "b", "c", "d", "e"]
