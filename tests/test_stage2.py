@@ -291,5 +291,5 @@ def test_shards_split_the_input_and_write_their_own_files(tmp_path, stage1_outpu
         "train-00000-of-00002.parquet",
         "train-00001-of-00002.parquet",
     ]
-    ids = sorted(load(out)["id"] + load(out, "rejected")["id"])
+    ids = sorted(list(load(out)["id"]) + list(load(out, "rejected")["id"]))
     assert ids == ["a", "b", "c", "d", "e"]
