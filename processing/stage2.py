@@ -41,7 +41,7 @@ from processing.fixrefine import (
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, publish_version, shard_name
 from processing.testgen import PromptTemplate
-from sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
 
 logger = logging.getLogger("stage2")
 REQUIRED = ("id", "code", "test_code", "function_name")
@@ -309,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         funnel = run_flow(rows, args, generator, sandbox, templates, sampling)
     except GenerationError as exc:
         logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
+        return 1
+    except WorkerFailure as exc:  # infrastructure, not the code's fault: stop rather than reject rows
+        logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
         return 1
     finally:
         sandbox.close()
