@@ -40,12 +40,12 @@ from processing.fixrefine import (
 )
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, publish_version, shard_name
+from processing.retrieval import STRINGS
 from processing.testgen import PromptTemplate
 from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
 
 logger = logging.getLogger("stage2")
 REQUIRED = ("id", "code", "test_code", "function_name")
-STRINGS = datasets.Sequence(datasets.Value("string"))
 ATTEMPT = {
     "round": datasets.Value("int32"),
     "sample": datasets.Value("int32"),
