@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import re
 
-from processing.testgen import FENCE_RE, PromptTemplate
+from processing.testgen import PromptTemplate, python_blocks
 
 PASSING = "pass"
 FIXABLE = {"fail", "error", "timeout", "oom"}
@@ -21,8 +21,7 @@ def extract_code(answer: str | None, function_name: str) -> tuple[str | None, st
     """The code block of an answer that defines ``function_name`` at top level, or why there is none."""
     if answer is None:
         return None, "no_answer"
-    blocks = [body for lang, body in FENCE_RE.findall(answer) if lang.lower() in ("", "python", "py", "python3")]
-    for candidate in blocks + [answer]:
+    for candidate in python_blocks(answer) + [answer]:
         try:
             tree = ast.parse(candidate)
         except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -195,16 +195,17 @@ def run_flow(
             [(code, row["test_code"]) for row, _, code in candidates], progress=True, desc=f"verifying round {round_}"
         )
         best: dict[str, tuple] = {}
+        passed: dict[str, list[tuple]] = {}
         for (row, index, code), result in zip(candidates, verdicts):
             row["attempts"].append(attempt(round_, index, result.status, result.details))
             if result.status == PASSING:
-                row["variants"].append((code, result))
+                passed.setdefault(row["id"], []).append((code, result))
             elif row["id"] not in best or result.tests_passed > best[row["id"]][1].tests_passed:
                 best[row["id"]] = (code, result)
         fixed = 0
         for row in failing:
-            if row["variants"]:
-                (code, result), *others = row["variants"]
+            if row["id"] in passed:
+                (code, result), *others = passed[row["id"]]
                 row.update(state="passing", code=code, result=result, fix_rounds=round_)
                 row["variants"] = [c for c, _ in others][: args.keep_variants - 1]
                 fixed += 1
@@ -215,7 +216,6 @@ def run_flow(
     for row in rows:
         if row["state"] == "failing":
             row.update(state="rejected", drop_reason="not_fixed", detail=error_excerpt(row["current_error"]))
-        row["variants"] = [v if isinstance(v, str) else v[0] for v in row["variants"]]
     guard(rows, sandbox, funnel)
     if not args.skip_refine:
         refine(rows, generator, sandbox, templates["refine"], sampling, funnel)
@@ -293,11 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows, described = load_input(args)
         generator = build_generator(gen)
-        config = SandboxConfig(
-            workers=args.sandbox_workers or SandboxConfig().workers,
-            timeout=args.sandbox_timeout,
-            memory_mb=args.sandbox_memory_mb,
-        )
+        workers = {"workers": args.sandbox_workers} if args.sandbox_workers else {}  # default: all cores
+        config = SandboxConfig(timeout=args.sandbox_timeout, memory_mb=args.sandbox_memory_mb, **workers)
         sandbox = Sandbox(config).start()
     except (ValueError, GenerationError, SandboxUnavailable) as exc:
         logger.error("%s", exc)

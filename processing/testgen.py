@@ -58,9 +58,14 @@ class ParsedTests:
     detail: str = ""
 
 
+def python_blocks(answer: str) -> list[str]:
+    """The fenced Python (or untagged) code blocks of an answer, in order; an unclosed last fence counts."""
+    return [body for lang, body in FENCE_RE.findall(answer) if lang.lower() in ("", "python", "py", "python3")]
+
+
 def _candidates(answer: str) -> list[str]:
     """Code blocks of the answer, those that look like tests first; the whole answer last."""
-    blocks = [body for lang, body in FENCE_RE.findall(answer) if lang.lower() in ("", "python", "py", "python3")]
+    blocks = python_blocks(answer)
     testy = [b for b in blocks if "TestCase" in b or "unittest" in b]
     ordered = testy + [b for b in blocks if b not in testy]
     if len(testy) > 1:
