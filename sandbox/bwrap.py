@@ -9,6 +9,7 @@ import shutil
 import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -93,14 +94,54 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-def python_paths() -> list[str]:
-    """Directories the interpreter and installed packages live in (bound read-only)."""
-    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages()}
-    user_site = site.getusersitepackages()
-    if isinstance(user_site, str) and user_site in sys.path:
-        paths.add(user_site)
+# A virtual environment is bound at this neutral path, so that a venv inside the project
+# (the usual `.venv`) does not make the project's directory appear inside the sandbox.
+VENV_INSIDE = "/opt/unitcoder/venv"
+
+
+def in_venv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def _inside(path: str) -> str:
+    """Where a host path of the interpreter appears inside the sandbox."""
+    if in_venv() and (path == sys.prefix or path.startswith(sys.prefix + os.sep)):
+        return VENV_INSIDE + path[len(sys.prefix) :]
+    return path
+
+
+def python_binds() -> list[tuple[str, str]]:
+    """(host, inside) directories the interpreter and installed packages live in (bound read-only).
+
+    The base interpreter keeps its own path (its build looks for the standard library
+    there); a virtual environment moves to VENV_INSIDE and is entered through its own
+    ``bin/python`` so that ``pyvenv.cfg`` makes its site-packages the programs' packages.
+    """
+    paths = {sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages()}
     paths.add(str(Path(os.path.realpath(sys.executable)).parent))
-    return sorted(p for p in paths if os.path.isdir(p))
+    return sorted((p, _inside(p)) for p in paths if os.path.isdir(p))
+
+
+def hidden_site_packages() -> list[str]:
+    """The base interpreter's site-packages when a venv that excludes them is running.
+
+    They sit inside the bound base prefix; programs get an empty directory there
+    instead, so they see exactly the packages the pipeline itself sees.
+    """
+    if not in_venv():
+        return []
+    visible = set(site.getsitepackages())
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    candidates = {sysconfig.get_path(key, vars=base) for key in ("purelib", "platlib")}
+    return sorted(p for p in candidates if p not in visible and os.path.isdir(p))
+
+
+def interpreter_inside() -> str:
+    """The interpreter the zygote runs as, by its path inside the sandbox."""
+    executable = os.path.abspath(sys.executable)
+    if in_venv() and executable.startswith(sys.prefix + os.sep):
+        return _inside(executable)
+    return os.path.realpath(sys.executable)
 
 
 def _etc_files(directory: str, uid: int | None) -> dict[str, str]:
@@ -165,7 +206,11 @@ def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) ->
         ("--ro-bind-try", f"/etc/{name}", f"/etc/{name}") for name in ETC_ENTRIES if os.path.lexists(f"/etc/{name}")
     ]
     binds += [("--ro-bind", path, f"/etc/{name}") for name, path in _etc_files(etc_dir, uid).items()]
-    binds += [("--ro-bind", path, path) for path in python_paths() if not path.startswith("/usr/")]
+    binds += [("--ro-bind", host, inside) for host, inside in python_binds() if not inside.startswith("/usr/")]
+    if hidden := hidden_site_packages():
+        empty = os.path.join(etc_dir, "empty")
+        os.makedirs(empty, exist_ok=True)
+        binds += [("--ro-bind", empty, path) for path in hidden]
     binds.append(("--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE))
     # bwrap would create missing parents with restrictive modes (and a Python under
     # /root would sit below a 0700 /root the programs' uid cannot cross); create them
@@ -178,7 +223,7 @@ def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) ->
         cmd += [flag, source, dest]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     cmd += ["--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
-    cmd += ["--chdir", "/tmp", "--", os.path.realpath(sys.executable), "-I", "-B", ZYGOTE_INSIDE]
+    cmd += ["--chdir", "/tmp", "--", interpreter_inside(), "-I", "-B", ZYGOTE_INSIDE]
     cmd.append(json.dumps(zygote_settings(config, uid)))
     return cmd
 
@@ -188,7 +233,7 @@ def preflight(config: SandboxConfig) -> str:
     bwrap = find_bwrap(config.bwrap)
     with tempfile.TemporaryDirectory(prefix="unitcoder-etc-") as etc_dir:
         cmd = build_command(config, 0, etc_dir, bwrap)
-        probe = cmd[: cmd.index("--")] + ["--", os.path.realpath(sys.executable), "-I", "-c", "print('ok')"]
+        probe = cmd[: cmd.index("--")] + ["--", interpreter_inside(), "-I", "-c", "print('ok')"]
         try:
             proc = subprocess.run(probe, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:

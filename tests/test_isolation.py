@@ -55,6 +55,29 @@ def test_project_files_and_home_are_invisible(sandbox):
         subprocess.run(["rm", "-rf", secret_dir], check=True)
 
 
+def test_programs_see_the_packages_of_the_running_environment(sandbox):
+    """Inside a venv (CI's `.venv` in the project) programs import the venv's packages,
+    from a neutral path, and not the base interpreter's."""
+    import sys
+
+    import numpy
+
+    from sandbox.bwrap import VENV_INSIDE, hidden_site_packages, in_venv
+
+    prefix = VENV_INSIDE if in_venv() else sys.prefix
+    body = f"""
+    import os, sys
+    import numpy
+    self.assertEqual(sys.prefix, {prefix!r})
+    self.assertEqual(numpy.__version__, {numpy.__version__!r})
+    self.assertTrue(numpy.__file__.startswith(sys.prefix + "/"), numpy.__file__)
+    for path in {hidden_site_packages()!r}:
+        self.assertEqual(os.listdir(path), [])
+    """
+    result = verify_one(sandbox, NOOP, unit_tests(body))
+    assert result.status == "pass", result.details
+
+
 def test_environment_is_clean_of_host_secrets(make_sandbox, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_should_not_leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "should_not_leak")
