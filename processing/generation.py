@@ -107,24 +107,43 @@ class Sampling:
     top_p: float = 0.95
     max_tokens: int = 1024
     seed: int = 0
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
 
     @classmethod
-    def from_args(cls, args: GenerationArgs, n: int = 1) -> Sampling:
-        return cls(n, args.temperature, args.top_p, args.max_tokens, args.seed)
+    def from_args(cls, args: GenerationArgs, n: int = 1, stop: Sequence[str] = ()) -> Sampling:
+        return cls(n, args.temperature, args.top_p, args.max_tokens, args.seed, tuple(stop))
 
 
 @dataclass(frozen=True)
 class Request:
-    """One sample: a conversation and its sampling settings (``seed`` already per sample)."""
+    """One sample: a conversation (or, with ``text``, a raw prompt to continue) and its
+    sampling settings (``seed`` already per sample)."""
 
     messages: Messages
     temperature: float
     top_p: float
     max_tokens: int
     seed: int
+    text: str | None = None  # raw completion: continue this text, no chat template
+    stop: tuple[str, ...] = ()
 
     def message_list(self) -> list[dict]:
         return [dict(m) for m in self.messages]
+
+    @property
+    def is_raw(self) -> bool:
+        return self.text is not None
+
+    @property
+    def last_prompt(self) -> str:
+        """The text a scripted rule matches: the raw prompt or the last message."""
+        return self.text if self.is_raw else self.messages[-1]["content"]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop string (engines differ in whether they strip it)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 @dataclass
@@ -168,6 +187,8 @@ class RequestCache:
     def key(backend: str, model: str, request: Request, sample_index: int) -> str:
         payload = [backend, model, request.message_list(), request.temperature, request.top_p, request.max_tokens]
         payload += [request.seed - sample_index, sample_index]
+        if request.is_raw or request.stop:  # (chat requests without stop strings keep their old keys)
+            payload.append({"text": request.text, "stop": list(request.stop)})
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
@@ -233,15 +254,27 @@ class Generator:
         self, conversations: Sequence[Sequence[dict]], sampling: Sampling, desc: str = "generating"
     ) -> list[list[str | None]]:
         """``sampling.n`` answers per conversation, in order; None where a request failed."""
+        prompts = [(tuple(dict(m) for m in conv), None) for conv in conversations]
+        return self._answer(prompts, sampling, desc)
+
+    def complete(self, texts: Sequence[str], sampling: Sampling, desc: str = "completing") -> list[list[str | None]]:
+        """Raw completion (no chat template): ``sampling.n`` continuations per text, in order."""
+        return self._answer([((), text) for text in texts], sampling, desc)
+
+    def _answer(
+        self, prompts: Sequence[tuple[Messages, str | None]], sampling: Sampling, desc: str
+    ) -> list[list[str | None]]:
         requests = [
             Request(
-                tuple(dict(m) for m in conv),
+                messages,
                 sampling.temperature,
                 sampling.top_p,
                 sampling.max_tokens,
                 sampling.seed + i,
+                text,
+                sampling.stop,
             )
-            for conv in conversations
+            for messages, text in prompts
             for i in range(sampling.n)
         ]
         keys = [RequestCache.key(self.backend.name, self.model_id, r, i % sampling.n) for i, r in enumerate(requests)]
@@ -279,8 +312,8 @@ class Generator:
             self.usage.prompt_tokens,
             self.usage.completion_tokens,
         )
-        texts = [a.text if a is not None else None for a in answers]
-        return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(conversations))]
+        texts = [None if a is None or a.text is None else cut_at_stop(a.text, sampling.stop) for a in answers]
+        return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
 
 # --------------------------------------------------------------------------- backends
@@ -326,14 +359,18 @@ class LlamaCppBackend(Backend):
 
     def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
         for position, request in enumerate(requests):
+            settings = dict(
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_tokens=request.max_tokens,
+                seed=request.seed,
+                stop=list(request.stop) or None,
+            )
             try:
-                out = self.llm.create_chat_completion(
-                    messages=request.message_list(),
-                    temperature=request.temperature,
-                    top_p=request.top_p,
-                    max_tokens=request.max_tokens,
-                    seed=request.seed,
-                )
+                if request.is_raw:
+                    out = self.llm.create_completion(prompt=request.text, **settings)
+                else:
+                    out = self.llm.create_chat_completion(messages=request.message_list(), **settings)
             except ValueError as exc:  # e.g. the prompt does not fit the context window
                 done(position, Completion(None, error=str(exc)[:300]))
                 continue
@@ -341,7 +378,7 @@ class LlamaCppBackend(Backend):
             done(
                 position,
                 Completion(
-                    choice["message"]["content"] or "",
+                    (choice["text"] if request.is_raw else choice["message"]["content"]) or "",
                     usage.get("prompt_tokens", 0),
                     usage.get("completion_tokens", 0),
                     choice.get("finish_reason") or "",
@@ -408,20 +445,25 @@ class OpenAIBackend(Backend):
     def _post_with_retries(self, request: Request) -> Completion:
         payload = {
             "model": self.model_id,
-            "messages": request.message_list(),
             "temperature": request.temperature,
             "top_p": request.top_p,
             "max_tokens": request.max_tokens,
             "seed": request.seed,
             "n": 1,
         }
+        if request.stop:
+            payload["stop"] = list(request.stop)
+        if request.is_raw:
+            payload["prompt"], path = request.text, "/completions"
+        else:
+            payload["messages"], path = request.message_list(), "/chat/completions"
         problem = ""
         for attempt in range(self.max_retries + 1):
             try:
-                body = self._http("POST", "/chat/completions", payload)
+                body = self._http("POST", path, payload)
                 choice, usage = body["choices"][0], body.get("usage") or {}
                 return Completion(
-                    choice["message"].get("content") or "",
+                    (choice.get("text") if request.is_raw else choice["message"].get("content")) or "",
                     usage.get("prompt_tokens", 0),
                     usage.get("completion_tokens", 0),
                     choice.get("finish_reason") or "",
@@ -465,14 +507,22 @@ def _retry_after(exc: urllib.error.HTTPError) -> float | None:
         return None
 
 
-def vllm_batch(requests: Sequence[Request], sampling_params_cls) -> tuple[list[list[dict]], list]:
-    """What ``LLM.chat`` receives: the conversations and one SamplingParams per request."""
-    conversations = [r.message_list() for r in requests]
+def vllm_batch(requests: Sequence[Request], sampling_params_cls) -> tuple[list, list]:
+    """What ``LLM.chat`` (conversations) or ``LLM.generate`` (raw texts) receives: the
+    prompts and one SamplingParams per request. A batch is all chat or all raw."""
+    prompts = [r.text if r.is_raw else r.message_list() for r in requests]
     params = [
-        sampling_params_cls(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.seed)
+        sampling_params_cls(
+            n=1,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            max_tokens=r.max_tokens,
+            seed=r.seed,
+            **({"stop": list(r.stop)} if r.stop else {}),
+        )
         for r in requests
     ]
-    return conversations, params
+    return prompts, params
 
 
 class VLLMBackend(Backend):
@@ -501,16 +551,26 @@ class VLLMBackend(Backend):
         )
 
     def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
-        conversations, params = vllm_batch(requests, self._sampling_params)
-        outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=True)
-        for position, output in enumerate(outputs):
-            sample = output.outputs[0]
-            done(
-                position,
-                Completion(
-                    sample.text, len(output.prompt_token_ids or []), len(sample.token_ids), sample.finish_reason or ""
-                ),
-            )
+        for raw in (False, True):
+            positions = [i for i, r in enumerate(requests) if r.is_raw == raw]
+            if not positions:
+                continue
+            prompts, params = vllm_batch([requests[i] for i in positions], self._sampling_params)
+            if raw:
+                outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=True)
+            else:
+                outputs = self.llm.chat(prompts, sampling_params=params, use_tqdm=True)
+            for position, output in zip(positions, outputs):
+                sample = output.outputs[0]
+                done(
+                    position,
+                    Completion(
+                        sample.text,
+                        len(output.prompt_token_ids or []),
+                        len(sample.token_ids),
+                        sample.finish_reason or "",
+                    ),
+                )
 
 
 class TransformersBackend(Backend):
@@ -537,19 +597,27 @@ class TransformersBackend(Backend):
         self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         self.model.eval()
         self.batch_size = batch_size
+        probe = self.tokenizer("x")["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        self._bos = self.tokenizer.bos_token if bos is not None and probe and probe[0] == bos else ""
+
+    def _prompt_text(self, request: Request) -> str:
+        if not request.is_raw:
+            return self.tokenizer.apply_chat_template(
+                request.message_list(), add_generation_prompt=True, tokenize=False
+            )
+        return self._bos + request.text  # what tokenizing the raw text on its own would start with
 
     def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
         torch = self.torch
         for start in range(0, len(requests), self.batch_size):
             batch = list(requests[start : start + self.batch_size])
-            prompts = [
-                self.tokenizer.apply_chat_template(r.message_list(), add_generation_prompt=True, tokenize=False)
-                for r in batch
-            ]
+            prompts = [self._prompt_text(r) for r in batch]
             encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             first = batch[0]
             torch.manual_seed(first.seed)
             sample = first.temperature > 0
+            stop = sorted({s for r in batch for s in r.stop})
             with torch.no_grad():
                 output = self.model.generate(
                     **encoded,
@@ -558,6 +626,7 @@ class TransformersBackend(Backend):
                     top_p=first.top_p if sample else None,
                     max_new_tokens=max(r.max_tokens for r in batch),
                     pad_token_id=self.tokenizer.pad_token_id,
+                    **({"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}),
                 )
             width = encoded["input_ids"].shape[1]
             for offset, row in enumerate(output):
@@ -593,8 +662,7 @@ class ScriptedBackend(Backend):
     def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
         for position, request in enumerate(requests):
             self.calls += 1
-            prompt = request.messages[-1]["content"]
-            rule = next((r for r in self.rules if _matches(r["match"], prompt)), None)
+            rule = next((r for r in self.rules if _matches(r["match"], request.last_prompt)), None)
             if rule is None:
                 done(position, Completion(None, error="no scripted answer matches"))
                 continue

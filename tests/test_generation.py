@@ -6,6 +6,7 @@ import json
 import sys
 import threading
 import types
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -43,6 +44,20 @@ def test_n_samples_per_conversation_in_order_with_per_sample_seeds(tmp_path):
     answers = generator.generate(CONVERSATIONS, Sampling(n=2, seed=10))
     assert answers == [["x", "x"]] * 3
     assert seen == [10, 11, 10, 11, 10, 11]
+
+
+def test_raw_completions_are_cached_apart_from_chat_and_cut_at_stop(tmp_path):
+    backend = ScriptedBackend([{"match": "def add", "answer": "    return a + b\n\nprint(add(1, 2))"}])
+    generator = Generator(backend, RequestCache(str(tmp_path)))
+    sampling = Sampling(n=2, stop=("\nprint(",))
+    assert generator.complete(["def add(a, b):\n"], sampling) == [["    return a + b\n"] * 2]
+    again = Generator(ScriptedBackend([]), RequestCache(str(tmp_path)))
+    assert again.complete(["def add(a, b):\n"], sampling) == [["    return a + b\n"] * 2]
+    assert again.usage.cached == 2
+    chat = Request(({"role": "user", "content": "def add(a, b):\n"},), 0.7, 0.95, 1024, 0)
+    raw = Request((), 0.7, 0.95, 1024, 0, text="def add(a, b):\n")
+    assert RequestCache.key("b", "m", chat, 0) != RequestCache.key("b", "m", raw, 0)
+    assert RequestCache.key("b", "m", raw, 0) != RequestCache.key("b", "m", replace(raw, stop=("x",)), 0)
 
 
 def test_a_second_run_asks_the_model_nothing(tmp_path):
@@ -109,6 +124,7 @@ class FlakyServer:
         self.failures = list(failures)
         self.models = models
         self.posts = []
+        self.paths = []
         self.headers = []
         owner = self
 
@@ -137,11 +153,17 @@ class FlakyServer:
                     code = owner.failures.pop(0)
                     self._send(code, {"error": "on purpose"}, {"Retry-After": retry_after} if retry_after else None)
                     return
-                text = f"echo: {payload['messages'][-1]['content']} seed {payload['seed']}"
+                owner.paths.append(self.path)
+                if "prompt" in payload:  # /completions: raw text
+                    text = f"{payload['prompt']} continued seed {payload['seed']}"
+                    choice = {"text": text, "finish_reason": "stop"}
+                else:
+                    text = f"echo: {payload['messages'][-1]['content']} seed {payload['seed']}"
+                    choice = {"message": {"content": text}, "finish_reason": "stop"}
                 self._send(
                     200,
                     {
-                        "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                        "choices": [choice],
                         "usage": {"prompt_tokens": 5, "completion_tokens": 3},
                     },
                 )
@@ -172,6 +194,16 @@ def flaky():
 def openai(server: FlakyServer, **kwargs) -> OpenAIBackend:
     settings = {"api_key": None, "max_concurrency": 2, "timeout": 10, "max_retries": 3, "backoff_s": 0.01} | kwargs
     return OpenAIBackend(server.url, "served-model", **settings)
+
+
+def test_raw_completion_goes_to_the_completions_endpoint_with_stop_strings(flaky):
+    server = flaky([])
+    generator = Generator(openai(server), None)
+    answers = generator.complete(["def f(x):"], Sampling(seed=3, stop=("seed",)))
+    assert answers == [["def f(x): continued "]]  # cut before the stop string, as every engine does
+    assert server.paths == ["/v1/completions"]
+    assert server.posts[0]["prompt"] == "def f(x):" and server.posts[0]["stop"] == ["seed"]
+    assert "messages" not in server.posts[0]
 
 
 def test_retries_on_429_and_5xx_then_answers(flaky):
@@ -266,6 +298,26 @@ def test_vllm_backend_makes_one_chat_call_per_round(monkeypatch):
     ((messages, params, use_tqdm),) = calls["chat"]
     assert len(messages) == 6 and len(params) == 6 and use_tqdm
     assert generator.usage.prompt_tokens == 18 and generator.usage.completion_tokens == 12
+
+
+def test_vllm_backend_sends_raw_texts_to_generate_with_stop(monkeypatch):
+    calls = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True):
+            calls["generate"] = (prompts, sampling_params)
+            sample = types.SimpleNamespace(text="    return x\ndef g", token_ids=[1], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[sample], prompt_token_ids=[1]) for _ in prompts]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
+    generator = Generator(VLLMBackend("org/model", 1, None, 0.9, 0), None)
+    answers = generator.complete(["def f(x):\n"], Sampling(n=2, stop=("\ndef",)))
+    assert answers == [["    return x", "    return x"]]
+    prompts, params = calls["generate"]
+    assert prompts == ["def f(x):\n"] * 2 and [p.kwargs["stop"] for p in params] == [["\ndef"]] * 2
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch):

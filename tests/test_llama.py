@@ -53,6 +53,12 @@ def test_a_rerun_is_served_from_the_cache(embedded, tmp_path):
     assert second.generate(QUESTION, SHORT) == answers and second.usage.requests == 0
 
 
+def test_in_process_llama_cpp_continues_raw_text_up_to_a_stop_string(embedded):
+    sampling = Sampling(n=1, temperature=0.0, max_tokens=48, stop=("\ndef ",))
+    (answer,) = Generator(embedded, None).complete(['def add(a, b):\n    """Return a + b."""\n'], sampling)
+    assert answer[0] and "\ndef " not in answer[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,6 +135,8 @@ def test_transformers_backend_generates_from_the_dequantised_embedded_model():
     answers = generator.generate(QUESTION * 3, Sampling(n=1, temperature=0.0, max_tokens=12))
     assert [len(a) for a in answers] == [1, 1, 1] and all(a[0] for a in answers)
     assert answers[0] == answers[1] == answers[2]  # greedy: the same prompt, the same answer, batched or not
+    raw = generator.complete(["def add(a, b):\n"], Sampling(n=1, temperature=0.0, max_tokens=12, stop=("\n\n",)))
+    assert raw[0][0] and "\n\n" not in raw[0][0]
 
 
 def test_stage2_end_to_end_with_the_embedded_model(tmp_path):
