@@ -58,14 +58,19 @@ def split_prompt_completion(code: str, function_name: str) -> tuple[str, str]:
     return prompt, completion
 
 
-def chat_messages(code: str, function_name: str, prompt: str) -> list[dict]:
-    """An instruction-tuning pair: the task from the prompt, the full code as the answer."""
-    instruction = (
+def completion_instruction(function_name: str, prompt: str) -> str:
+    """The user turn asking for a function from its signature and docstring (the training
+    data's ``messages`` and the evaluation's instruct mode say it the same way)."""
+    return (
         f"Complete the Python function `{function_name}` below so that it does what its docstring says.\n\n"
         f"```python\n{prompt.rstrip()}\n```"
     )
+
+
+def chat_messages(code: str, function_name: str, prompt: str) -> list[dict]:
+    """An instruction-tuning pair: the task from the prompt, the full code as the answer."""
     return [
-        {"role": "user", "content": instruction},
+        {"role": "user", "content": completion_instruction(function_name, prompt)},
         {"role": "assistant", "content": f"```python\n{code.rstrip()}\n```"},
     ]
 

@@ -72,6 +72,24 @@ class ParquetSink:
         os.replace(self.partial, self.path)
 
 
+CONFIG_FOLDERS = {"default": "data", "rejected": "rejected"}
+
+
+def read_local_config(output_dir: str | Path, config: str = "default") -> pa.Table | None:
+    """One config of a local output folder, read from its parquet files directly.
+
+    (``load_dataset(folder)`` would do, but it caches local folders by modification
+    time, so a folder rewritten in place could come back stale.) None when the folder
+    holds no such files.
+    """
+    if config not in CONFIG_FOLDERS:
+        raise ValueError(f"unknown config {config!r}; a unitcoder output has {', '.join(CONFIG_FOLDERS)}")
+    files = sorted(Path(output_dir).glob(f"{CONFIG_FOLDERS[config]}/train-*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
 def write_readme(output_dir: Path, title: str, summary: str) -> None:
     """README.md with the two configs, and the funnel of every shard's stats file."""
     stats = [json.loads(p.read_text()) for p in sorted((output_dir / "stats").glob("shard-*.json"))]

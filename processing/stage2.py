@@ -21,8 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import datasets
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions
@@ -39,7 +37,7 @@ from processing.fixrefine import (
     stub_implementations,
 )
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
-from processing.hub import ParquetSink, publish_version, shard_name
+from processing.hub import ParquetSink, publish_version, read_local_config, shard_name
 from processing.retrieval import STRINGS
 from processing.testgen import PromptTemplate
 from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
@@ -126,12 +124,11 @@ def load_input(args: Stage2Args) -> tuple[list[dict], str]:
         described = f"{args.input_dataset}@{args.input_revision or 'main'}"
         table = data.data.table
     else:
-        files = sorted(Path(args.input_dir).glob("data/train-*.parquet"))
-        if not files:
+        table = read_local_config(args.input_dir)
+        if table is None:
             raise ValueError(
                 f"no stage-1 output in {args.input_dir} (expected data/train-*.parquet); run processing/stage1.py first"
             )
-        table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
         described = str(Path(args.input_dir).resolve())
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
