@@ -89,7 +89,7 @@ def default_output_dir(model_id: str, mode: str) -> Path:
 
 def answers_for(problems: list[Problem], generator, mode: str, sampling: Sampling, desc: str) -> list[list]:
     if mode == "complete":
-        return generator.complete([p.prompt for p in problems], sampling, desc=desc)
+        return generator.complete([p.completion_prompt for p in problems], sampling, desc=desc)
     conversations = [[{"role": "user", "content": p.instruction}] for p in problems]
     return generator.generate(conversations, sampling, desc=desc)
 

@@ -50,9 +50,7 @@ class DataArguments:
         metadata={"help": "prompt_completion (loss on the completion only) or messages (chat)"},
     )
     max_samples: int | None = field(default=None, metadata={"help": "train on the first N rows that pass the checks"})
-    eval_fraction: float = field(
-        default=0.0, metadata={"help": "share of rows held out for an eval loss (0: none)"}
-    )
+    eval_fraction: float = field(default=0.0, metadata={"help": "share of rows held out for an eval loss (0: none)"})
     gguf_file: str | None = field(
         default=None,
         metadata={"help": "a GGUF file inside --model_name_or_path to dequantise and train (transformers' gguf_file)"},
@@ -109,6 +107,19 @@ def check_columns(columns: list[str], data_format: str, source: str) -> None:
     )
 
 
+def cut_at_token_boundary(example: dict) -> dict:
+    """Move the prompt's trailing whitespace into the completion.
+
+    A prompt ending in ``\n`` before an indented body cuts through one token for most
+    tokenizers (``\n`` + spaces merge), so the model would be trained on a context it
+    never sees; ending the prompt on the docstring's last character keeps the cut on a
+    token boundary. ``train/evaluate.py`` strips its prompts the same way.
+    """
+    prompt = example["prompt"] or ""
+    kept = prompt.rstrip()
+    return {"prompt": kept, "completion": prompt[len(kept) :] + (example["completion"] or "")}
+
+
 def token_count(example: dict, tokenizer, data_format: str) -> int:
     if data_format == "prompt_completion":
         ids = tokenizer(example["prompt"] + example["completion"], add_special_tokens=True)["input_ids"]
@@ -137,6 +148,8 @@ def prepare_dataset(
     """The training columns only, with empty and over-long rows dropped and counted."""
     check_columns(data.column_names, args.data_format, source)
     data = data.select_columns(list(FORMATS[args.data_format]))
+    if args.data_format == "prompt_completion":
+        data = data.map(cut_at_token_boundary, num_proc=num_proc, desc="moving the prompt's end into the completion")
     data = data.map(
         lambda ex: {"drop_reason": drop_reason(ex, tokenizer, args.data_format, max_length)},
         num_proc=num_proc,
@@ -189,7 +202,10 @@ def load_model(model_args, data_args: DataArguments, training_args):
     if dtype not in (None, "auto"):
         dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=model_args.attn_implementation, **_load_kwargs(model_args, training_args, gguf)
+        path,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        **_load_kwargs(model_args, training_args, gguf),
     )
     quantizer = getattr(model, "hf_quantizer", None)
     if gguf and quantizer is not None:  # GGUF weights are trained (and saved) as plain tensors

