@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
 import sys
 import types
 import typing
 from pathlib import Path
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -126,3 +130,16 @@ def redacted_command_line(argv: list[str], classes: tuple[type, ...]) -> str:
         else:
             out.append(token)
     return " ".join(out)
+
+
+def start_script(script: str, classes: tuple[type, ...], doc: str, argv: list[str] | None, log_level) -> tuple:
+    """What every script's main() begins with: parse its flags, configure logging, log the
+    command line (secrets redacted) and the resolved config. Returns (instances, command)
+    where ``log_level`` picks the level from the instances."""
+    instances = parse_args(classes, doc.split("\n\n")[0], argv)
+    level = log_level(instances).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = f"python {script} " + redacted_command_line(sys.argv[1:] if argv is None else argv, classes)
+    logger.info("command: %s", command)
+    logger.info("config: %s", json.dumps(as_dict(*instances), default=str))
+    return instances, command

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from processing.args import as_dict, parse_args, redacted_command_line
+from processing.args import start_script
 from processing.corpus import load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
@@ -177,10 +177,7 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
-    inp, ret, gen, run = parse_args(classes, __doc__.split("\n\n")[0], argv)
-    logging.basicConfig(level=run.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("command: %s", redacted_command_line(sys.argv[1:] if argv is None else argv, classes))
-    logger.info("config: %s", json.dumps(as_dict(inp, ret, gen, run), default=str))
+    (inp, ret, gen, run), _ = start_script("processing/stage1.py", classes, __doc__, argv, lambda a: a[3].log_level)
     started = time.time()
     generator = None
     if not run.skip_test_generation:

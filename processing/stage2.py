@@ -24,7 +24,7 @@ import datasets
 
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions
-from processing.args import as_dict, parse_args, redacted_command_line
+from processing.args import start_script
 from processing.fixrefine import (
     FIXABLE,
     PASSING,
@@ -281,11 +281,7 @@ def output_row(row: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     classes = (Stage2Args, GenerationArgs)
-    args, gen = parse_args(classes, __doc__.split("\n\n")[0], argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = "python processing/stage2.py " + redacted_command_line(sys.argv[1:] if argv is None else argv, classes)
-    logger.info("command: %s", command)
-    logger.info("config: %s", json.dumps(as_dict(args, gen), default=str))
+    (args, gen), command = start_script("processing/stage2.py", classes, __doc__, argv, lambda a: a[0].log_level)
     started = time.time()
     try:
         rows, described = load_input(args)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from processing.args import as_dict, parse_args, redacted_command_line
+from processing.args import start_script
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import hub_reachable
 from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
@@ -165,11 +165,7 @@ def table(results: dict, ks: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     classes = (EvalArgs, EvalGenerationArgs)
-    args, gen = parse_args(classes, __doc__.split("\n\n")[0], argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = "python train/evaluate.py " + redacted_command_line(sys.argv[1:] if argv is None else argv, classes)
-    logger.info("command: %s", command)
-    logger.info("config: %s", json.dumps(as_dict(args, gen), default=str))
+    (args, gen), command = start_script("train/evaluate.py", classes, __doc__, argv, lambda a: a[0].log_level)
     if gen.temperature == 0 and args.n_samples > 1:
         logger.warning("--n_samples %d with --temperature 0: the samples will be (nearly) identical", args.n_samples)
     started = time.time()
