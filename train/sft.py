@@ -245,6 +245,8 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
     data, source = load_training_table(data_args)
     logger.info("dataset: %s, config %s, %d rows", source, data_args.dataset_config, len(data))
     check_columns(data.column_names, data_args.data_format, source)  # before loading any weights
+    if len(data) == 0:
+        raise ValueError(f"{source} has no rows in config {data_args.dataset_config!r}: nothing verified to train on")
     tokenizer = load_tokenizer(model_args, extras, training_args)
     data, dropped = prepare_dataset(
         data, source, data_args, tokenizer, training_args.max_length, training_args.dataset_num_proc
