@@ -132,12 +132,12 @@ def redacted_command_line(argv: list[str], classes: tuple[type, ...]) -> str:
     return " ".join(out)
 
 
-def start_script(script: str, classes: tuple[type, ...], doc: str, argv: list[str] | None, log_level) -> tuple:
-    """What every script's main() begins with: parse its flags, configure logging, log the
-    command line (secrets redacted) and the resolved config. Returns (instances, command)
-    where ``log_level`` picks the level from the instances."""
+def start_script(script: str, classes: tuple[type, ...], doc: str, argv: list[str] | None) -> tuple:
+    """What every script's main() begins with: parse its flags, configure logging (at the
+    ``log_level`` one of the classes defines), log the command line (secrets redacted) and
+    the resolved config. Returns (instances, command)."""
     instances = parse_args(classes, doc.split("\n\n")[0], argv)
-    level = log_level(instances).upper()
+    level = next(i.log_level for i in instances if hasattr(i, "log_level")).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = f"python {script} " + redacted_command_line(sys.argv[1:] if argv is None else argv, classes)
     logger.info("command: %s", command)

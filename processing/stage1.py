@@ -177,7 +177,7 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
-    (inp, ret, gen, run), _ = start_script("processing/stage1.py", classes, __doc__, argv, lambda a: a[3].log_level)
+    (inp, ret, gen, run), _ = start_script("processing/stage1.py", classes, __doc__, argv)
     started = time.time()
     generator = None
     if not run.skip_test_generation:

@@ -281,7 +281,7 @@ def output_row(row: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     classes = (Stage2Args, GenerationArgs)
-    (args, gen), command = start_script("processing/stage2.py", classes, __doc__, argv, lambda a: a[0].log_level)
+    (args, gen), command = start_script("processing/stage2.py", classes, __doc__, argv)
     started = time.time()
     try:
         rows, described = load_input(args)

@@ -165,7 +165,7 @@ def table(results: dict, ks: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     classes = (EvalArgs, EvalGenerationArgs)
-    (args, gen), command = start_script("train/evaluate.py", classes, __doc__, argv, lambda a: a[0].log_level)
+    (args, gen), command = start_script("train/evaluate.py", classes, __doc__, argv)
     if gen.temperature == 0 and args.n_samples > 1:
         logger.warning("--n_samples %d with --temperature 0: the samples will be (nearly) identical", args.n_samples)
     started = time.time()

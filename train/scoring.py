@@ -11,6 +11,7 @@ problem and counted apart, so that an infrastructure problem never lowers a scor
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,6 @@ def as_unittest(reference: str) -> str:
     which ran appended to the candidate: it becomes one test method that executes it in
     the program's own namespace, so it sees what the candidate defines.
     """
-    import ast
-
     try:
         if count_tests(ast.parse(reference)).count > 0:
             return reference

@@ -160,6 +160,8 @@ def prepare_dataset(
 ) -> tuple[datasets.Dataset, Counter]:
     """The training columns only, with empty and over-long rows dropped and counted."""
     check_columns(data.column_names, args.data_format, source)
+    if len(data) == 0:
+        raise ValueError(f"{source} has no rows in config {args.dataset_config!r}: nothing verified to train on")
     data = data.select_columns(list(FORMATS[args.data_format]))
     if args.data_format == "prompt_completion":
         data = data.map(cut_at_token_boundary, num_proc=num_proc, desc="moving the prompt's end into the completion")
@@ -196,21 +198,19 @@ def resolve_model(model_args, extras: ModelExtras) -> tuple[str, str | None]:
     return model_args.model_name_or_path, extras.gguf_file
 
 
-def load_tokenizer(model_args, extras: ModelExtras, training_args):
+def load_tokenizer(path: str, gguf: str | None, model_args, training_args):
     from transformers import AutoTokenizer
 
-    path, gguf = resolve_model(model_args, extras)
     tokenizer = AutoTokenizer.from_pretrained(path, **_load_kwargs(model_args, training_args, gguf))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(model_args, extras: ModelExtras, training_args):
+def load_model(path: str, gguf: str | None, model_args, training_args):
     import torch
     from transformers import AutoModelForCausalLM
 
-    path, gguf = resolve_model(model_args, extras)
     dtype = model_args.dtype
     if dtype not in (None, "auto"):
         dtype = getattr(torch, dtype)
@@ -227,7 +227,7 @@ def load_model(model_args, extras: ModelExtras, training_args):
         else:
             raise ValueError(
                 f"{gguf} was loaded in quantised GGUF blocks, which cannot be trained; "
-                "convert it to a safetensors checkpoint first, or train with --use_peft"
+                "convert it to a safetensors checkpoint first"
             )
     if training_args.gradient_checkpointing:
         model.config.use_cache = False
@@ -244,14 +244,12 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
 
     data, source = load_training_table(data_args)
     logger.info("dataset: %s, config %s, %d rows", source, data_args.dataset_config, len(data))
-    check_columns(data.column_names, data_args.data_format, source)  # before loading any weights
-    if len(data) == 0:
-        raise ValueError(f"{source} has no rows in config {data_args.dataset_config!r}: nothing verified to train on")
-    tokenizer = load_tokenizer(model_args, extras, training_args)
-    data, dropped = prepare_dataset(
+    path, gguf = resolve_model(model_args, extras)
+    tokenizer = load_tokenizer(path, gguf, model_args, training_args)
+    data, dropped = prepare_dataset(  # checks the data before any weights load
         data, source, data_args, tokenizer, training_args.max_length, training_args.dataset_num_proc
     )
-    model = load_model(model_args, extras, training_args)
+    model = load_model(path, gguf, model_args, training_args)
     eval_data = None
     if data_args.eval_fraction:
         split = data.train_test_split(test_size=data_args.eval_fraction, seed=training_args.seed)
@@ -266,7 +264,7 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
         peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    merged = peft_config is not None and (extras.merge_lora or resolve_model(model_args, extras)[1] is not None)
+    merged = peft_config is not None and (extras.merge_lora or gguf is not None)
     save(trainer, tokenizer, training_args.output_dir, merged)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {

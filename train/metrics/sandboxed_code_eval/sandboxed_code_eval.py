@@ -26,7 +26,7 @@ import datasets
 import evaluate
 
 from sandbox import Sandbox, SandboxConfig
-from train.scoring import as_unittest, pass_at_k, problem_score, score_candidates
+from train.scoring import as_unittest, mean_pass_at_k, problem_score, score_candidates
 
 _CITATION = """\
 @inproceedings{ma2025unitcoder,
@@ -92,11 +92,9 @@ class SandboxedCodeEval(evaluate.Metric):
         workers = {"workers": num_workers} if num_workers else {}
         with Sandbox(SandboxConfig(timeout=timeout, memory_mb=memory_mb, **workers)) as sandbox:
             outcomes = score_candidates(sandbox, predictions, [as_unittest(r) for r in references], desc="sandboxed")
-        scores = [problem_score(per) for per in outcomes]
-        reported = {}
-        for value in k:
-            if scores and all(s.n >= value for s in scores):
-                reported[f"pass@{value}"] = sum(pass_at_k(s.n, s.correct, value) for s in scores) / len(scores)
+        counts = [(s.n, s.correct) for s in map(problem_score, outcomes)]
+        # as code_eval: a k is reported only when every problem has at least k counted samples
+        reported = mean_pass_at_k(counts, [v for v in k if counts and all(n >= v for n, _ in counts)])
         results = {
             i: [
                 (j, {"passed": o.passed, "result": o.status, "details": o.details, "counted": o.counted})
