@@ -143,3 +143,29 @@ def start_script(script: str, classes: tuple[type, ...], doc: str, argv: list[st
     logger.info("command: %s", command)
     logger.info("config: %s", json.dumps(as_dict(*instances), default=str))
     return instances, command
+
+
+@dataclasses.dataclass
+class SandboxArgs:
+    """The sandbox settings every script that runs code shares (stage 2, evaluation)."""
+
+    sandbox_workers: int | None = dataclasses.field(
+        default=None, metadata={"help": "sandbox workers (default: all cores)"}
+    )
+    sandbox_timeout: float = dataclasses.field(
+        default=10.0, metadata={"help": "wall-clock seconds per program in the sandbox"}
+    )
+    sandbox_memory_mb: int = dataclasses.field(default=4096, metadata={"help": "memory cap per program process, MiB"})
+
+    def __post_init__(self) -> None:
+        if self.sandbox_workers is not None and self.sandbox_workers < 1:
+            raise ValueError("--sandbox_workers must be at least 1")
+        if self.sandbox_timeout <= 0 or self.sandbox_memory_mb < 64:
+            raise ValueError("need --sandbox_timeout > 0 and --sandbox_memory_mb >= 64")
+
+    def config(self):
+        """The ``SandboxConfig`` these flags describe (imported late: parsing flags starts nothing)."""
+        from sandbox import SandboxConfig
+
+        workers = {"workers": self.sandbox_workers} if self.sandbox_workers else {}  # default: all cores
+        return SandboxConfig(timeout=self.sandbox_timeout, memory_mb=self.sandbox_memory_mb, **workers)

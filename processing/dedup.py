@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from processing.python_functions import TOKEN_RE
+from processing.languages.python import tokens
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def normalized_tokens(source: str) -> list[str]:
         source = ast.unparse(ast.parse(source))
     except (SyntaxError, ValueError, RecursionError):
         pass
-    return TOKEN_RE.findall(source)
+    return tokens(source)
 
 
 def humaneval_sources() -> list[str]:

@@ -18,55 +18,12 @@ from collections import Counter
 from contextlib import contextmanager
 from functools import lru_cache
 
-import datasets
 import pyarrow as pa
 
 from processing.corpus import read_source
+from processing.schema import EXTRACTED_FEATURES
 from processing.dedup import Deduplicator, minhash_signature, ngram_hashes
-from processing.python_functions import FileRecord, analyse_file, import_prefilter
-
-STRINGS = datasets.Sequence(datasets.Value("string"))
-_COMMON = {
-    "id": datasets.Value("string"),
-    "function_name": datasets.Value("string"),
-    "code": datasets.Value("string"),
-    "repo": datasets.Value("string"),
-    "path": datasets.Value("string"),
-    "licenses": STRINGS,
-    "hexsha": datasets.Value("string"),
-    "lineno": datasets.Value("int32"),
-}
-KEPT_FEATURES = datasets.Features({**_COMMON, "imports": STRINGS, "packages": STRINGS})
-TESTED_FEATURES = datasets.Features(
-    {
-        **KEPT_FEATURES,
-        "test_code": datasets.Value("string"),
-        "test_model": datasets.Value("string"),
-        "test_backend": datasets.Value("string"),
-        "test_prompt_hash": datasets.Value("string"),
-    }
-)
-REJECTED_FEATURES = datasets.Features(
-    {
-        **_COMMON,
-        "level": datasets.Value("string"),
-        "drop_reason": datasets.Value("string"),
-        "detail": datasets.Value("string"),
-    }
-)
-EXTRACTED_FEATURES = datasets.Features(
-    {
-        **KEPT_FEATURES,
-        "level": datasets.Value("string"),
-        "drop_reason": datasets.Value("string"),
-        "detail": datasets.Value("string"),
-        "file_bytes": datasets.Value("int64"),
-        "exact_key": datasets.Value("string"),
-        "signature": datasets.Sequence(datasets.Value("int64")),
-        "contaminated": datasets.Value("bool"),
-    }
-)
-
+from processing.languages.python import FileRecord, analyse_file, import_prefilter
 
 class FileTimeout(Exception):
     pass

@@ -35,18 +35,14 @@ from processing.dedup import Deduplicator, load_benchmarks
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name, write_readme
 from processing.packages import parse_packages
-from processing.retrieval import (
-    EXTRACTED_FEATURES,
-    KEPT_FEATURES,
-    REJECTED_FEATURES,
-    TESTED_FEATURES,
-    Selector,
-    extract_batch,
-)
-from processing.testgen import PromptTemplate, generate_tests_batch
+from processing.retrieval import Selector, extract_batch
+from processing.schema import EXTRACTED_FEATURES, KEPT_FEATURES, TESTED_FEATURES
+from processing.schema import STAGE1_REJECTED_FEATURES as REJECTED_FEATURES
+from processing.languages import PromptTemplate
+from processing.steps.testgen import generate_tests_batch
 
 logger = logging.getLogger("stage1")
-CODE_VERSION_FILES = ("python_functions.py", "retrieval.py", "dedup.py", "corpus.py")
+CODE_VERSION_FILES = ("languages/python/functions.py", "retrieval.py", "dedup.py", "corpus.py")
 
 
 @dataclass

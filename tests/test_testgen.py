@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from processing.testgen import PromptTemplate, parse_test_answer
+from processing.languages import PromptTemplate
+from processing.languages.python import parse_test_answer
 
 TESTS = "import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(add(1, 2), 3)\n"
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import datasets
 
 from processing.hub import read_local_config
+from processing.schema import TRAINING_FORMATS
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",)}
+FORMATS = TRAINING_FORMATS
 EMBEDDED = "embedded"
 
 

@@ -17,8 +17,7 @@ import ast
 import logging
 from dataclasses import dataclass
 
-from processing.fixrefine import completion_instruction
-from processing.testgen import python_blocks
+from processing.languages.python import code_from_answer, completion_instruction, defines
 from sandbox.humaneval import wrap_check
 
 logger = logging.getLogger(__name__)
@@ -67,28 +66,11 @@ class Problem:
         return self.prompt + code  # the answer is the body only
 
 
-def defines(code: str, name: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name for n in tree.body)
-
-
 def extract_code(answer: str, entry_point: str) -> str:
-    """The code of a chat answer: the fenced block that defines the entry point, else the
-    first block that parses, else the first block, else the answer itself."""
-    blocks = python_blocks(answer)
-    for block in blocks:
-        if defines(block, entry_point):
-            return block
-    for block in blocks:
-        try:
-            ast.parse(block)
-            return block
-        except (SyntaxError, ValueError):
-            continue
-    return blocks[0] if blocks else answer
+    """The code of a chat answer: the block that defines the entry point, else the first
+    block that parses, else the first block, else the answer itself."""
+    code, _ = code_from_answer(answer, entry_point, lenient=True)
+    return code
 
 
 def import_lines(source: str) -> str:

@@ -21,6 +21,13 @@ from processing.packages import importable
 
 BUILTIN_NAMES = frozenset(dir(builtins)) | {"__name__", "__doc__"}
 TOKEN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|\S")
+
+
+def tokens(source: str) -> list[str]:
+    """The tokens dedup and decontamination compare (names, numbers, single symbols)."""
+    return TOKEN_RE.findall(source)
+
+
 # Top-level def with at least one parameter (not "()" and not "(self" only matters later).
 TOP_LEVEL_DEF_RE = re.compile(r"^def\s+\w+\s*\(\s*[^)\s]", re.MULTILINE)
 

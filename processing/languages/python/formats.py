@@ -1,34 +1,18 @@
-"""Stage 2's steps: verify, fix failing code from its error trace, guard the tests, refine, re-verify.
-
-Everything works on a list of row dicts, one round at a time, so each round is one
-generation call and one sandbox batch over all the rows that need it. Rows carry their
-history (``attempts``); the tests are never edited.
-"""
+"""Python forms of a verified function: stub bodies for the test guard, the
+BigCodeBench-style prompt/completion split, and the chat pair."""
 
 from __future__ import annotations
 
 import ast
-import re
-
-from processing.testgen import PromptTemplate, python_blocks
-
-PASSING = "pass"
-FIXABLE = {"fail", "error", "timeout", "oom"}
-ERROR_EXCERPT = 1500
 
 
-def extract_code(answer: str | None, function_name: str) -> tuple[str | None, str]:
-    """The code block of an answer that defines ``function_name`` at top level, or why there is none."""
-    if answer is None:
-        return None, "no_answer"
-    for candidate in python_blocks(answer) + [answer]:
-        try:
-            tree = ast.parse(candidate)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
-        if any(isinstance(n, ast.FunctionDef) and n.name == function_name for n in tree.body):
-            return candidate.strip("\n") + "\n", ""
-    return None, "no_function_in_answer"
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` parses and defines function ``name`` at top level."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
 
 
 def stub_implementations(code: str, function_name: str) -> list[str]:
@@ -73,19 +57,3 @@ def chat_messages(code: str, function_name: str, prompt: str) -> list[dict]:
         {"role": "user", "content": completion_instruction(function_name, prompt)},
         {"role": "assistant", "content": f"```python\n{code.rstrip()}\n```"},
     ]
-
-
-def error_excerpt(details: str) -> str:
-    text = re.sub(r"\n{3,}", "\n\n", details or "").strip()
-    return text[:ERROR_EXCERPT]
-
-
-def fix_conversation(template: PromptTemplate, row: dict) -> list[dict]:
-    return template.conversation(
-        code=row["current_code"], test_code=row["test_code"], error=row["current_error"] or "(no details)",
-        function_name=row["function_name"],
-    )  # fmt: skip
-
-
-def refine_conversation(template: PromptTemplate, row: dict) -> list[dict]:
-    return template.conversation(code=row["code"], function_name=row["function_name"])

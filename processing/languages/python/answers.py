@@ -1,54 +1,64 @@
-"""Unit-test generation: prompt a model with each function, keep the tests it writes if they are usable.
+"""Python code out of model answers: one helper for every step that reads an answer.
 
-Prompts are template files (``prompts/python/*.txt``) whose text is hashed into the
-stage's fingerprint and recorded with every row. An answer is usable when a Python
-module with a ``unittest.TestCase`` and at least one ``test_`` method can be cut out of
-it, and that module does not redefine the function under test. Every rejected answer
-gets a ``drop_reason``: ``no_answer``, ``no_code``, ``unparseable_tests``,
+``code_blocks`` finds the fenced Python (or untagged) blocks; ``code_from_answer`` picks
+the block that defines a function (fix, refine, evaluation); ``parse_test_answer`` cuts a
+usable ``unittest`` module out of a test-writing answer. Rejected answers say why:
+``no_answer``, ``no_code``, ``no_function_in_answer``, ``unparseable_tests``,
 ``no_test_methods``, ``redefines_function``.
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from sandbox.static import count_tests
 
-PROMPT_DIR = Path(__file__).parent / "prompts" / "python"
 FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.S)
 CODE_START_RE = re.compile(r"^(import |from |class |def |@|#|\"\"\"|''')")
+PYTHON_TAGS = ("", "python", "py", "python3")
 MAX_TRIMMED_LINES = 30
 ANSWER_EXCERPT = 2000
+_PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A system and a user message; ``{name}`` placeholders are filled by plain replacement
-    (code is full of braces, so ``str.format`` is not used)."""
+def code_blocks(answer: str) -> list[str]:
+    """The fenced Python (or untagged) code blocks of an answer, in order; an unclosed last fence counts."""
+    return [body for lang, body in FENCE_RE.findall(answer) if lang.lower() in PYTHON_TAGS]
 
-    name: str
-    system: str
-    user: str
 
-    @classmethod
-    def load(cls, name: str, directory: Path = PROMPT_DIR) -> PromptTemplate:
-        system = (directory / f"{name}_system.txt").read_text()
-        user = (directory / f"{name}_user.txt").read_text()
-        return cls(name, system.strip(), user.strip())
+def _parses(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except _PARSE_ERRORS:
+        return None
 
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(f"{self.system}\0{self.user}".encode()).hexdigest()[:16]
 
-    def conversation(self, **values: str) -> list[dict]:
-        user = self.user
-        for key, value in values.items():
-            user = user.replace("{" + key + "}", value)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+def _defines(tree: ast.Module | None, name: str) -> bool:
+    return tree is not None and any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body
+    )
+
+
+def code_from_answer(answer: str | None, function_name: str, lenient: bool = False) -> tuple[str | None, str]:
+    """(code, why not): the first code block (or the whole answer) that defines
+    ``function_name`` at top level.
+
+    With ``lenient`` (evaluation, where an answer may be a body only), an answer without
+    such a block still gives code: its first block that parses, else its first block,
+    else the answer itself.
+    """
+    if answer is None:
+        return None, "no_answer"
+    blocks = code_blocks(answer)
+    for candidate in blocks + [answer]:
+        if _defines(_parses(candidate), function_name):
+            return candidate.strip("\n") + "\n", ""
+    if not lenient:
+        return None, "no_function_in_answer"
+    parsing = next((b for b in blocks if _parses(b) is not None), None)
+    return (parsing if parsing is not None else blocks[0] if blocks else answer), ""
 
 
 @dataclass
@@ -58,14 +68,9 @@ class ParsedTests:
     detail: str = ""
 
 
-def python_blocks(answer: str) -> list[str]:
-    """The fenced Python (or untagged) code blocks of an answer, in order; an unclosed last fence counts."""
-    return [body for lang, body in FENCE_RE.findall(answer) if lang.lower() in ("", "python", "py", "python3")]
-
-
-def _candidates(answer: str) -> list[str]:
+def _test_candidates(answer: str) -> list[str]:
     """Code blocks of the answer, those that look like tests first; the whole answer last."""
-    blocks = python_blocks(answer)
+    blocks = code_blocks(answer)
     testy = [b for b in blocks if "TestCase" in b or "unittest" in b]
     ordered = testy + [b for b in blocks if b not in testy]
     if len(testy) > 1:
@@ -82,10 +87,9 @@ def _parse_trimmed(text: str) -> tuple[ast.Module, str] | None:
         kept = lines[begin:]
         for cut in range(0, min(MAX_TRIMMED_LINES, len(kept))):
             source = "\n".join(kept[: len(kept) - cut]) + "\n"
-            try:
-                return ast.parse(source), source
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                continue
+            tree = _parses(source)
+            if tree is not None:
+                return tree, source
     return None
 
 
@@ -105,7 +109,7 @@ def parse_test_answer(answer: str | None, function_name: str) -> ParsedTests:
     if not answer.strip():
         return ParsedTests(None, "no_code", "the answer is empty")
     parsed = None
-    for candidate in _candidates(answer):
+    for candidate in _test_candidates(answer):
         parsed = _parse_trimmed(candidate)
         if parsed is not None and count_tests(parsed[0]).count:
             break
@@ -132,19 +136,3 @@ def parse_test_answer(answer: str | None, function_name: str) -> ParsedTests:
     if not imports_unittest and "unittest." in test_code:
         test_code = "import unittest\n" + test_code
     return ParsedTests(test_code.strip("\n") + "\n", None)
-
-
-def generate_tests_batch(batch: dict[str, list], *, generator, template: PromptTemplate, sampling) -> dict[str, list]:
-    """``datasets.map(batched=True)`` step: one generation call for the whole batch."""
-    conversations = [
-        template.conversation(code=code, function_name=name)
-        for code, name in zip(batch["code"], batch["function_name"])
-    ]
-    answers = generator.generate(conversations, sampling, desc="writing unit tests")
-    out: dict[str, list] = {"test_code": [], "test_drop_reason": [], "test_detail": []}
-    for name, samples in zip(batch["function_name"], answers):
-        parsed = parse_test_answer(samples[0], name)
-        out["test_code"].append(parsed.test_code)
-        out["test_drop_reason"].append(parsed.drop_reason)
-        out["test_detail"].append(parsed.detail)
-    return out

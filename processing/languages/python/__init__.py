@@ -1,0 +1,30 @@
+"""Python: retrieval rules (``functions``), answer parsing (``answers``), formats (``formats``)
+and prompt templates (``prompts/``). See ``processing.languages`` for the interface."""
+
+from pathlib import Path
+
+from processing.languages.python.answers import ParsedTests, code_blocks, code_from_answer, parse_test_answer
+from processing.languages.python.formats import (
+    chat_messages,
+    completion_instruction,
+    defines,
+    split_prompt_completion,
+    stub_implementations,
+)
+from processing.languages.python.functions import (
+    TOKEN_RE,
+    FileRecord,
+    FunctionRecord,
+    analyse_file,
+    import_prefilter,
+    tokens,
+)
+
+NAME = "python"
+PROMPT_DIR = Path(__file__).parent / "prompts"
+
+__all__ = [
+    "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "ParsedTests", "analyse_file",
+    "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "import_prefilter",
+    "parse_test_answer", "split_prompt_completion", "stub_implementations", "tokens",
+]  # fmt: skip

@@ -1,0 +1,97 @@
+"""Every column of every stage's output: the contract between the stages and their consumers.
+
+Stage 1 writes ``KEPT_FEATURES`` (retrieval only) or ``TESTED_FEATURES`` (with tests) to
+its ``default`` config and ``STAGE1_REJECTED_FEATURES`` to ``rejected``; stage 2 reads
+``STAGE2_INPUT_COLUMNS`` of that, works on ``STAGE2_WORK_FEATURES`` (a row's progress as
+columns) and writes ``VERIFIED_FEATURES`` / ``STAGE2_REJECTED_FEATURES``; ``train/sft.py``
+reads one of ``TRAINING_FORMATS`` from the verified rows.
+"""
+
+from __future__ import annotations
+
+import datasets
+
+STRING = datasets.Value("string")
+STRINGS = datasets.Sequence(STRING)
+INT = datasets.Value("int32")
+
+# ----------------------------------------------------------------------------- stage 1
+
+_FUNCTION = {
+    "id": STRING,
+    "function_name": STRING,
+    "code": STRING,
+    "repo": STRING,
+    "path": STRING,
+    "licenses": STRINGS,
+    "hexsha": STRING,
+    "lineno": INT,
+}
+KEPT_FEATURES = datasets.Features({**_FUNCTION, "imports": STRINGS, "packages": STRINGS})
+TESTED_FEATURES = datasets.Features(
+    {**KEPT_FEATURES, "test_code": STRING, "test_model": STRING, "test_backend": STRING, "test_prompt_hash": STRING}
+)
+STAGE1_REJECTED_FEATURES = datasets.Features(
+    {**_FUNCTION, "level": STRING, "drop_reason": STRING, "detail": STRING}
+)
+# What the extraction map emits: file and function rows with what selection needs.
+EXTRACTED_FEATURES = datasets.Features(
+    {
+        **KEPT_FEATURES,
+        "level": STRING,
+        "drop_reason": STRING,
+        "detail": STRING,
+        "file_bytes": datasets.Value("int64"),
+        "exact_key": STRING,
+        "signature": datasets.Sequence(datasets.Value("int64")),
+        "contaminated": datasets.Value("bool"),
+    }
+)
+
+# ----------------------------------------------------------------------------- stage 2
+
+STAGE2_INPUT_COLUMNS = ("id", "code", "test_code", "function_name")
+ATTEMPT = {"round": INT, "sample": INT, "status": STRING, "error": STRING}
+_SOURCE = {
+    "id": STRING,
+    "function_name": STRING,
+    "code": STRING,
+    "test_code": STRING,
+    "original_code": STRING,
+    "repo": STRING,
+    "path": STRING,
+    "licenses": STRINGS,
+    "packages": STRINGS,
+    "fix_rounds": INT,
+    "attempts": [ATTEMPT],
+}
+VERIFIED_FEATURES = datasets.Features(
+    {
+        **_SOURCE,
+        "refined": datasets.Value("bool"),
+        "refine_status": STRING,
+        "variants": STRINGS,
+        "tests_run": INT,
+        "tests_passed": INT,
+        "verify_duration_s": datasets.Value("float64"),
+        "prompt": STRING,
+        "completion": STRING,
+        "messages": [{"role": STRING, "content": STRING}],
+    }
+)
+STAGE2_REJECTED_FEATURES = datasets.Features({**_SOURCE, "drop_reason": STRING, "detail": STRING})
+# A row's progress through stage 2, as columns (``state``: passing, failing or rejected).
+STAGE2_WORK_COLUMNS = {
+    "state": STRING,
+    "current_code": STRING,  # failing rows: the attempt the next fix round starts from
+    "current_error": STRING,
+    "drop_reason": STRING,
+    "detail": STRING,
+}
+STAGE2_WORK_FEATURES = datasets.Features(
+    {**VERIFIED_FEATURES, **STAGE2_WORK_COLUMNS}
+)
+
+# ----------------------------------------------------------------------------- training
+
+TRAINING_FORMATS = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",)}
