@@ -90,6 +90,65 @@ def read_local_config(output_dir: str | Path, config: str = "default") -> pa.Tab
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
+class InputTable:
+    """A stage's input, read in slices so that memory holds one chunk at a time.
+
+    ``InputTable.local(folder)`` reads a Hub-layout folder's parquet files (row groups on
+    demand, never the whole table); ``InputTable.hub(repo, revision)`` a Hub dataset (its
+    Arrow cache is memory-mapped). ``limit`` keeps the first rows; ``shard_bounds`` splits
+    the rows into contiguous shards of a job array.
+    """
+
+    def __init__(self, num_rows: int, column_names: list[str], read, described: str):
+        self.num_rows, self.column_names, self._read, self.described = num_rows, column_names, read, described
+
+    @classmethod
+    def local(cls, folder: str | Path, config: str = "default") -> InputTable | None:
+        files = sorted(Path(folder).glob(f"{CONFIG_FOLDERS[config]}/train-*.parquet"))
+        if not files:
+            return None
+        metas = [pq.ParquetFile(f) for f in files]
+        groups = []  # (first row, rows, file index, row group index)
+        start = 0
+        for index, meta in enumerate(metas):
+            for group in range(meta.num_row_groups):
+                rows = meta.metadata.row_group(group).num_rows
+                groups.append((start, rows, index, group))
+                start += rows
+        names = list(dict.fromkeys(name for meta in metas for name in meta.schema_arrow.names))
+
+        def read(begin: int, end: int) -> pa.Table:
+            parts = []
+            for first, rows, index, group in groups:
+                if first + rows <= begin or first >= end:
+                    continue
+                table = metas[index].read_row_group(group)
+                parts.append(table.slice(max(0, begin - first), min(end, first + rows) - max(begin, first)))
+            if not parts:
+                return pa.table({name: pa.array([], pa.null()) for name in names})
+            return pa.concat_tables(parts, promote_options="default")
+
+        return cls(start, names, read, str(Path(folder).resolve()))
+
+    @classmethod
+    def hub(cls, repo_id: str, revision: str | None = None, split: str = "train") -> InputTable:
+        data = datasets.load_dataset(repo_id, split=split, revision=revision)
+        table = data.data.table
+        return cls(len(table), table.column_names, lambda a, b: table.slice(a, b - a), f"{repo_id}@{revision or 'main'}")
+
+    def limit(self, rows: int | None) -> InputTable:
+        if rows is not None and rows < self.num_rows:
+            self.num_rows = rows
+        return self
+
+    def slice(self, start: int, stop: int) -> pa.Table:
+        return self._read(start, min(stop, self.num_rows))
+
+    def shard_bounds(self, index: int, count: int) -> tuple[int, int]:
+        size = -(-self.num_rows // count)
+        return min(self.num_rows, index * size), min(self.num_rows, (index + 1) * size)
+
+
 def write_readme(output_dir: Path, title: str, summary: str) -> None:
     """README.md with the two configs, and the funnel of every shard's stats file."""
     stats = [json.loads(p.read_text()) for p in sorted((output_dir / "stats").glob("shard-*.json"))]

@@ -2,10 +2,16 @@
 
     python processing/stage2.py                                   # reads outputs/stage1 (stage 1's default)
     python processing/stage2.py --push --repo_id user/unitcoder   # and publishes a tagged version
+    python processing/stage2.py --num_shards 4 --shard_index 2     # one task of a job array
+    python processing/stage2.py --merge --output_dir D             # the card (and --push) of finished shards
 
 Every input id ends in exactly one row: in ``default`` (verified) or in ``rejected``
-(with its ``drop_reason``). Generation goes through the request cache, so after a kill
-the same command resumes and asks the model only for answers it never received.
+(with its ``drop_reason``). The work is step functions over batches of columns
+(``processing/steps``) run chunk by chunk by the local engine (``processing/engine``):
+each finished chunk is written at once, and generation goes through the request cache,
+so after a kill the same command redoes at most the chunk in flight and asks the model
+only for answers it never received. Exit codes: 0 done, 1 stopped (rerun the same
+command to resume), 2 bad arguments, input or output folder, or a missing component.
 """
 
 from __future__ import annotations
@@ -20,66 +26,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import datasets
-
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions
-from processing.args import start_script
-from processing.fixrefine import (
-    FIXABLE,
-    PASSING,
-    chat_messages,
-    error_excerpt,
-    extract_code,
-    fix_conversation,
-    refine_conversation,
-    split_prompt_completion,
-    stub_implementations,
-)
+from processing.args import SandboxArgs, start_script
+from processing.engine import ChunkOutput, LocalEngine, OutputConflict, add_stats, completed_shards
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
-from processing.hub import ParquetSink, publish_version, read_local_config, shard_name
-from processing.retrieval import STRINGS
-from processing.testgen import PromptTemplate
-from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
+from processing.hub import InputTable, publish_version
+from processing.languages import PromptTemplate, get_language
+from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VERIFIED_FEATURES
+from processing.steps.fix import fix_round_batch, give_up_batch
+from processing.steps.format import format_batch
+from processing.steps.guard import guard_batch
+from processing.steps.refine import refine_batch
+from processing.steps.verify import verify_batch
+from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
 
 logger = logging.getLogger("stage2")
-REQUIRED = ("id", "code", "test_code", "function_name")
-ATTEMPT = {
-    "round": datasets.Value("int32"),
-    "sample": datasets.Value("int32"),
-    "status": datasets.Value("string"),
-    "error": datasets.Value("string"),
-}
-SOURCE = {
-    "id": datasets.Value("string"),
-    "function_name": datasets.Value("string"),
-    "code": datasets.Value("string"),
-    "test_code": datasets.Value("string"),
-    "original_code": datasets.Value("string"),
-    "repo": datasets.Value("string"),
-    "path": datasets.Value("string"),
-    "licenses": STRINGS,
-    "packages": STRINGS,
-    "fix_rounds": datasets.Value("int32"),
-    "attempts": [ATTEMPT],
-}
-VERIFIED_FEATURES = datasets.Features(
-    {
-        **SOURCE,
-        "refined": datasets.Value("bool"),
-        "refine_status": datasets.Value("string"),
-        "variants": STRINGS,
-        "tests_run": datasets.Value("int32"),
-        "tests_passed": datasets.Value("int32"),
-        "verify_duration_s": datasets.Value("float64"),
-        "prompt": datasets.Value("string"),
-        "completion": datasets.Value("string"),
-        "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-    }
-)
-REJECTED_FEATURES = datasets.Features(
-    {**SOURCE, "drop_reason": datasets.Value("string"), "detail": datasets.Value("string")}
-)
+LANGUAGE = "python"
 
 
 @dataclass
@@ -97,11 +60,19 @@ class Stage2Args:
     keep_variants: int = field(default=1, metadata={"help": "m: passing variants kept per pair (the paper kept 2)"})
     skip_refine: bool = field(default=False, metadata={"help": "do not refine passing code"})
     limit: int | None = field(default=None, metadata={"help": "use only the first N input rows"})
+    chunk_size: int = field(
+        default=2048,
+        metadata={"help": "rows per chunk: one generation call per round per chunk; each chunk is written when done"},
+    )
     num_shards: int = field(default=1, metadata={"help": "split the input into this many shards (job arrays)"})
     shard_index: int = field(default=0, metadata={"help": "which shard this run processes, 0-based"})
-    sandbox_workers: int | None = field(default=None, metadata={"help": "sandbox workers (default: all cores)"})
-    sandbox_timeout: float = field(default=10.0, metadata={"help": "wall-clock seconds per program in the sandbox"})
-    sandbox_memory_mb: int = field(default=4096, metadata={"help": "memory cap per program process, MiB"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace another run's output found in --output_dir instead of stopping"}
+    )
+    merge: bool = field(
+        default=False,
+        metadata={"help": "only write the card of a finished sharded run in --output_dir (and --push it)"},
+    )
     push: bool = field(default=False, metadata={"help": "publish to the Hub as a tagged version (needs --repo_id)"})
     repo_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo for --push, e.g. user/unitcoder-python"}
@@ -113,217 +84,100 @@ class Stage2Args:
             raise ValueError("--push needs --repo_id (e.g. --repo_id user/unitcoder-python)")
         if self.samples < 1 or self.rounds < 0 or self.keep_variants < 1:
             raise ValueError("need --samples >= 1, --rounds >= 0 and --keep_variants >= 1")
-        if not 0 <= self.shard_index < self.num_shards:
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
+        if self.chunk_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ValueError("--chunk_size and --limit must be at least 1")
 
 
-def load_input(args: Stage2Args) -> tuple[list[dict], str]:
-    """Stage-1 rows (read from the parquet files directly for a local folder: no stale cache)."""
+def open_input(args: Stage2Args) -> InputTable:
+    """Stage-1 rows, read in slices (a local folder's parquet files directly: no stale cache)."""
     if args.input_dataset:
-        data = datasets.load_dataset(args.input_dataset, split="train", revision=args.input_revision)
-        described = f"{args.input_dataset}@{args.input_revision or 'main'}"
-        table = data.data.table
+        source = InputTable.hub(args.input_dataset, args.input_revision)
     else:
-        table = read_local_config(args.input_dir)
-        if table is None:
+        source = InputTable.local(args.input_dir)
+        if source is None:
             raise ValueError(
                 f"no stage-1 output in {args.input_dir} (expected data/train-*.parquet); run processing/stage1.py first"
             )
-        described = str(Path(args.input_dir).resolve())
-    missing = [c for c in REQUIRED if c not in table.column_names]
+    missing = [c for c in STAGE2_INPUT_COLUMNS if c not in source.column_names]
     if missing:
         raise ValueError(f"the input lacks {', '.join(missing)}: it is not a unitcoder stage-1 dataset with tests")
-    rows = table.to_pylist()
-    if args.num_shards > 1:
-        size = -(-len(rows) // args.num_shards)
-        rows = rows[args.shard_index * size : (args.shard_index + 1) * size]
-    return rows[: args.limit] if args.limit else rows, described
+    return source.limit(args.limit)
 
 
-def attempt(round_: int, sample: int, status: str, error: str = "") -> dict:
-    return {"round": round_, "sample": sample, "status": status, "error": error_excerpt(error)}
+# --------------------------------------------------------------------------- the work on one chunk
 
 
-def run_flow(
-    rows: list[dict], args: Stage2Args, generator, sandbox: Sandbox, templates: dict, sampling: Sampling
-) -> Counter:
-    """Verify, fix, guard and refine ``rows`` in place; return the funnel counts."""
-    funnel: Counter = Counter(input=len(rows))
-    for row in rows:
-        row.update(
-            original_code=row["code"],
-            current_code=row["code"],
-            attempts=[],
-            fix_rounds=0,
-            variants=[],
-            refined=False,
-            refine_status="skipped",
-        )
-    results = sandbox.verify([(r["code"], r["test_code"]) for r in rows], progress=True, desc="verifying")
-    for row, result in zip(rows, results):
-        row["result"] = result
-        if result.status == PASSING:
-            row["state"] = "passing"
-        elif result.status in FIXABLE:
-            row["state"], row["current_error"] = "failing", result.details
-        else:  # rejected by the sandbox (tampering, no tests) or infrastructure trouble
-            row["state"], row["drop_reason"], row["detail"] = "rejected", result.reason or result.status, result.details
-    funnel["passed_first_try"] = sum(r["state"] == "passing" for r in rows)
-    for round_ in range(1, args.rounds + 1):
-        failing = [r for r in rows if r["state"] == "failing"]
-        if not failing:
-            break
-        # Seeds move on each round: a pair whose prompt did not change gets new samples.
-        fix_sampling = Sampling(
-            args.samples, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed + 1000 * round_
-        )
-        answers = generator.generate(
-            [fix_conversation(templates["fix"], r) for r in failing], fix_sampling, desc=f"fix round {round_}"
-        )
-        candidates = []
-        for row, samples in zip(failing, answers):
-            for index, answer in enumerate(samples):
-                code, why = extract_code(answer, row["function_name"])
-                if code is None:
-                    row["attempts"].append(attempt(round_, index, why))
-                else:
-                    candidates.append((row, index, code))
-        verdicts = sandbox.verify(
-            [(code, row["test_code"]) for row, _, code in candidates], progress=True, desc=f"verifying round {round_}"
-        )
-        best: dict[str, tuple] = {}
-        passed: dict[str, list[tuple]] = {}
-        for (row, index, code), result in zip(candidates, verdicts):
-            row["attempts"].append(attempt(round_, index, result.status, result.details))
-            if result.status == PASSING:
-                passed.setdefault(row["id"], []).append((code, result))
-            elif row["id"] not in best or result.tests_passed > best[row["id"]][1].tests_passed:
-                best[row["id"]] = (code, result)
-        fixed = 0
-        for row in failing:
-            if row["id"] in passed:
-                (code, result), *others = passed[row["id"]]
-                row.update(state="passing", code=code, result=result, fix_rounds=round_)
-                row["variants"] = [c for c, _ in others][: args.keep_variants - 1]
-                fixed += 1
-            elif row["id"] in best:
-                row["current_code"], latest = best[row["id"]]
-                row["current_error"] = latest.details
-        funnel[f"fixed_in_round_{round_}"] = fixed
-    for row in rows:
-        if row["state"] == "failing":
-            row.update(state="rejected", drop_reason="not_fixed", detail=error_excerpt(row["current_error"]))
-    guard(rows, sandbox, funnel)
-    if not args.skip_refine:
-        refine(rows, generator, sandbox, templates["refine"], sampling, funnel)
-    funnel["verified"] = sum(r["state"] == "passing" for r in rows)
-    return funnel
-
-
-def guard(rows: list[dict], sandbox: Sandbox, funnel: Counter) -> None:
-    """Reject pairs whose tests also pass against a body that returns None or raises."""
-    passing = [r for r in rows if r["state"] == "passing"]
-    pairs, owners = [], []
-    for row in passing:
-        for stub in stub_implementations(row["code"], row["function_name"]):
-            pairs.append((stub, row["test_code"]))
-            owners.append(row)
-    for row, result in zip(owners, sandbox.verify(pairs, progress=True, desc="checking the tests bite")):
-        if result.status == PASSING and row["state"] == "passing":
-            row.update(
-                state="rejected", drop_reason="vacuous_tests", detail="the tests pass against a trivially wrong body"
-            )
-    funnel["vacuous_tests"] = sum(r.get("drop_reason") == "vacuous_tests" for r in rows)
-
-
-def refine(rows: list[dict], generator, sandbox: Sandbox, template, sampling: Sampling, funnel: Counter) -> None:
-    """Ask for a clean version of passing code; keep it only if it still passes."""
-    passing = [r for r in rows if r["state"] == "passing"]
-    one = Sampling(1, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
-    answers = generator.generate([refine_conversation(template, r) for r in passing], one, desc="refining")
-    candidates = []
-    for row, (answer,) in zip(passing, answers):
-        code, why = extract_code(answer, row["function_name"])
-        if code is None:
-            row["refine_status"] = why
-        else:
-            candidates.append((row, code))
-    verdicts = sandbox.verify(
-        [(code, row["test_code"]) for row, code in candidates], progress=True, desc="verifying refined code"
+def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
+    """The funnel, drop reasons and package coverage of one finished chunk."""
+    state = batch["state"]
+    verified_at = Counter(
+        batch["fix_rounds"][i]
+        for i, s in enumerate(state)
+        if s == "passing" or batch["drop_reason"][i] == "vacuous_tests"
     )
-    for (row, code), result in zip(candidates, verdicts):
-        if result.status == PASSING:
-            row.update(code=code, result=result, refined=True, refine_status="pass")
-        else:
-            row["refine_status"] = result.status  # the unrefined code stays
-    funnel["refined"] = sum(r["refined"] for r in rows)
+    counts = {"input": len(state), "passed_first_try": verified_at[0]}
+    counts |= {f"fixed_in_round_{r}": verified_at[r] for r in rounds_run}
+    counts |= {
+        "vacuous_tests": sum(r == "vacuous_tests" for r in batch["drop_reason"]),
+        "refined": sum(bool(batch["refined"][i]) for i, s in enumerate(state) if s == "passing"),
+        "verified": sum(s == "passing" for s in state),
+    }
+    dropped = Counter(batch["drop_reason"][i] for i, s in enumerate(state) if s != "passing")
+    packages = Counter(p for i, s in enumerate(state) if s == "passing" for p in (batch["packages"][i] or []))
+    licenses = sorted({lic for lics in batch["licenses"] for lic in (lics or [])})
+    return {"counts": counts, "dropped": dict(dropped), "packages": dict(packages), "licenses": dict.fromkeys(licenses, 1)}
 
 
-def output_row(row: dict) -> dict:
-    out = {key: row.get(key) for key in SOURCE}
-    if row["state"] == "rejected":
-        return {**out, "drop_reason": row["drop_reason"], "detail": (row.get("detail") or "")[:2000]}
-    prompt, completion = split_prompt_completion(row["code"], row["function_name"])
-    result = row["result"]
+def split_rows(batch: dict[str, list]) -> dict[str, dict[str, list]]:
+    keep = [i for i, s in enumerate(batch["state"]) if s == "passing"]
+    drop = [i for i, s in enumerate(batch["state"]) if s != "passing"]
     return {
-        **out,
-        "refined": row["refined"],
-        "refine_status": row["refine_status"],
-        "variants": row["variants"],
-        "tests_run": result.tests_run,
-        "tests_passed": result.tests_passed,
-        "verify_duration_s": result.duration_s,
-        "prompt": prompt,
-        "completion": completion,
-        "messages": chat_messages(row["code"], row["function_name"], prompt),
+        "default": {k: [v[i] for i in keep] for k, v in batch.items()},
+        "rejected": {k: [v[i] for i in drop] for k, v in batch.items()},
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    classes = (Stage2Args, GenerationArgs)
-    (args, gen), command = start_script("processing/stage2.py", classes, __doc__, argv)
-    started = time.time()
-    try:
-        rows, described = load_input(args)
-        generator = build_generator(gen)
-        workers = {"workers": args.sandbox_workers} if args.sandbox_workers else {}  # default: all cores
-        config = SandboxConfig(timeout=args.sandbox_timeout, memory_mb=args.sandbox_memory_mb, **workers)
-        sandbox = Sandbox(config).start()
-    except (ValueError, GenerationError, SandboxUnavailable) as exc:
-        logger.error("%s", exc)
-        return 2
-    templates = {"fix": PromptTemplate.load("fix"), "refine": PromptTemplate.load("refine")}
-    sampling = Sampling.from_args(gen)
-    logger.info("input: %s, %d rows", described, len(rows))
-    try:
-        funnel = run_flow(rows, args, generator, sandbox, templates, sampling)
-    except GenerationError as exc:
-        logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
-        return 1
-    except WorkerFailure as exc:  # infrastructure, not the code's fault: stop rather than reject rows
-        logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
-        return 1
-    finally:
-        sandbox.close()
+def process_chunk(
+    batch: dict[str, list], *, args: Stage2Args, generator, sandbox, templates: dict, sampling: Sampling
+) -> ChunkOutput:
+    """Every stage-2 step on one chunk of input columns."""
+    for optional in ("repo", "path", "licenses", "packages"):
+        batch.setdefault(optional, [None] * len(batch["id"]))
+    usage_before = asdict(generator.usage)
+    batch = verify_batch(batch, sandbox=sandbox)
+    rounds_run = []
+    for round_ in range(1, args.rounds + 1):
+        if "failing" not in batch["state"]:
+            break
+        batch = fix_round_batch(
+            batch, round_=round_, generator=generator, sandbox=sandbox, template=templates["fix"], sampling=sampling,
+            samples=args.samples, keep_variants=args.keep_variants, language=LANGUAGE,
+        )  # fmt: skip
+        rounds_run.append(round_)
+    batch = give_up_batch(batch)
+    batch = guard_batch(batch, sandbox=sandbox, language=LANGUAGE)
+    if not args.skip_refine:
+        batch = refine_batch(
+            batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling,
+            language=LANGUAGE,
+        )  # fmt: skip
+    batch = format_batch(batch, language=LANGUAGE)
+    stats = chunk_counts(batch, rounds_run)
+    stats["usage"] = {k: v - usage_before[k] for k, v in asdict(generator.usage).items()}
+    return ChunkOutput(split_rows(batch), stats)
 
-    output = Path(args.output_dir)
-    name = shard_name(args.shard_index, args.num_shards)
-    verified = ParquetSink(output / "data" / f"{name}.parquet", VERIFIED_FEATURES)
-    rejected = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
-    dropped: Counter = Counter()
-    coverage: Counter = Counter()
-    for row in rows:
-        if row["state"] == "passing":
-            verified.add(output_row(row))
-            coverage.update(row.get("packages") or [])
-        else:
-            dropped[row["drop_reason"]] += 1
-            rejected.add(output_row(row))
-    verified.close()
-    rejected.close()
-    settings = {
+
+# --------------------------------------------------------------------------- settings, card, versions
+
+
+def run_settings(args: Stage2Args, described: str, generator, sampling: Sampling, templates, config) -> dict:
+    """Everything that changes what a run writes (its fingerprint), plus package versions."""
+    return {
         "input": described,
         "input_revision": args.input_revision,
+        "limit": args.limit,
         "model": generator.model_id,
         "backend": generator.backend.name,
         "sampling": asdict(sampling),
@@ -333,47 +187,57 @@ def main(argv: list[str] | None = None) -> int:
         "refine": not args.skip_refine,
         "prompt_hashes": {k: t.hash for k, t in templates.items()},
         "sandbox": config.fingerprint_fields() | {"preload": list(config.preload)},
-        "versions": package_versions(),
+        "language": LANGUAGE,
     }
-    input_digest = hashlib.sha256(
-        json.dumps([r["id"] for r in rows] + [r["original_code"] + r["test_code"] for r in rows]).encode()
-    ).hexdigest()
-    fingerprint_source = {k: v for k, v in settings.items() if k != "versions"} | {
-        "input_digest": input_digest,
-        "shard": [args.shard_index, args.num_shards],
-    }
-    settings["fingerprint"] = hashlib.sha256(
-        json.dumps(fingerprint_source, sort_keys=True, default=str).encode()
-    ).hexdigest()
-    funnel_list = [("input rows", funnel["input"]), ("passed at first try", funnel["passed_first_try"])]
-    funnel_list += [
-        (f"fixed in round {i}", funnel[f"fixed_in_round_{i}"])
-        for i in range(1, args.rounds + 1)
-        if f"fixed_in_round_{i}" in funnel
+
+
+def fingerprint_of(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def funnel_rows(counts: dict, rounds: int) -> list[tuple[str, int]]:
+    rows = [("input rows", counts["input"]), ("passed at first try", counts["passed_first_try"])]
+    rows += [
+        (f"fixed in round {i}", counts[f"fixed_in_round_{i}"])
+        for i in range(1, rounds + 1)
+        if f"fixed_in_round_{i}" in counts
     ]
-    funnel_list += [
-        ("vacuous tests (rejected)", funnel["vacuous_tests"]),
-        ("refined", funnel["refined"]),
-        ("verified", funnel["verified"]),
+    rows += [
+        ("vacuous tests (rejected)", counts["vacuous_tests"]),
+        ("refined", counts["refined"]),
+        ("verified", counts["verified"]),
     ]
+    return rows
+
+
+def version_tag(fingerprint: str) -> str:
+    """Versions are named after the config fingerprint: the same input and settings, the same tag."""
+    return f"unitcoder-{fingerprint[:12]}"
+
+
+def finish(output: Path, records: dict[int, dict], args: Stage2Args, command: str) -> int:
+    """All shards are done: one card (funnel, rejections, coverage summed over shards), then push."""
+    ordered = [records[i] for i in sorted(records)]
+    total: dict = {}
+    for record in ordered:
+        total = add_stats(total, record["stats"])
+    settings = dict(ordered[0]["settings"])
+    inputs = sorted(record["input"] for record in ordered)
+    settings["fingerprint"] = fingerprint_of({"run": ordered[0]["fingerprint"], "inputs": inputs})
+    settings["versions"] = ordered[0].get("versions", {})
+    counts = total["counts"]
     stats = {
-        "funnel": funnel_list,
-        "dropped": dict(dropped.most_common()),
-        "packages": dict(coverage.most_common()),
-        "settings": settings,
-        "usage": asdict(generator.usage),
-        "wall_s": round(time.time() - started, 2),
+        "funnel": funnel_rows(counts, settings["rounds"]),
+        "dropped": dict(Counter(total.get("dropped", {})).most_common()),
+        "packages": dict(Counter(total.get("packages", {})).most_common()),
+        "usage": total.get("usage", {}),
+        "shards": len(ordered),
     }
-    (output / "stats").mkdir(parents=True, exist_ok=True)
-    (output / "stats" / f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}.json").write_text(
-        json.dumps(stats, indent=2, default=str)
-    )
-    funnel_plot(funnel_list, output / "funnel.png")
-    licenses = sorted({lic for r in rows for lic in (r.get("licenses") or [])})
+    licenses = sorted(total.get("licenses", {}))
     version = {
         "tag": version_tag(settings["fingerprint"]),
         "date": datetime.now(timezone.utc).date().isoformat(),
-        "rows": funnel["verified"],
+        "rows": counts["verified"],
         "fingerprint": settings["fingerprint"],
     }
 
@@ -386,16 +250,18 @@ def main(argv: list[str] | None = None) -> int:
             versions=history,
             licenses=licenses,
         )
-        (output / "README.md").write_text(card)
+        partial = output / ".README.md.partial"
+        partial.write_text(card)
+        partial.replace(output / "README.md")
 
+    funnel_plot(stats["funnel"], output / "funnel.png")
     write_card([version])
-    for label, value in funnel_list:
+    for label, value in stats["funnel"]:
         logger.info("%s: %d", label, value)
-    for reason, n in dropped.most_common():
+    for reason, n in stats["dropped"].items():
         logger.info("  rejected, %s: %d", reason, n)
-    if funnel["verified"] == 0:
+    if counts["verified"] == 0:
         logger.warning("nothing verified: the default config is empty (see the rejected config for why)")
-    logger.info("stage 2 finished in %.1fs; output in %s", stats["wall_s"], output)
     if args.push:
         try:
             outcome = publish_version(output, args.repo_id, version, write_card)
@@ -409,9 +275,91 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def version_tag(fingerprint: str) -> str:
-    """Versions are named after the config fingerprint: the same input and settings, the same tag."""
-    return f"unitcoder-{fingerprint[:12]}"
+def merge_only(args: Stage2Args, command: str) -> int:
+    """``--merge``: the card of the sharded run found in --output_dir, if every shard is done."""
+    output = Path(args.output_dir)
+    records = [json.loads(p.read_text()) for p in sorted((output / "stats").glob("shard-*-of-*.json"))]
+    runs = {(r.get("fingerprint"), r.get("num_shards")) for r in records}
+    if not records or len(runs) != 1 or None in next(iter(runs)):
+        logger.error(
+            "%s holds %s; --merge needs the shards of one run", output,
+            "no stage-2 shard stats" if not records else f"stats of {len(runs)} different runs",
+        )  # fmt: skip
+        return 2
+    fingerprint, num_shards = next(iter(runs))
+    done = completed_shards(output, fingerprint, num_shards)
+    missing = sorted(set(range(num_shards)) - set(done))
+    if missing:
+        logger.error("shards %s of %d are not finished; run them, then --merge", ", ".join(map(str, missing)), num_shards)
+        return 1
+    return finish(output, done, args, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    classes = (Stage2Args, SandboxArgs, GenerationArgs)
+    (args, box, gen), command = start_script("processing/stage2.py", classes, __doc__, argv)
+    if args.merge:
+        return merge_only(args, command)
+    try:
+        source = open_input(args)
+        generator = build_generator(gen)
+        config = box.config()
+        sampling = Sampling.from_args(gen)
+        lang = get_language(LANGUAGE)
+        templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in ("fix", "refine")}
+        settings = run_settings(args, source.described, generator, sampling, templates, config)
+        fingerprint = fingerprint_of(settings | {"num_shards": args.num_shards})
+        engine = LocalEngine(
+            args.output_dir,
+            features={"default": VERIFIED_FEATURES, "rejected": STAGE2_REJECTED_FEATURES},
+            fingerprint=fingerprint, chunk_size=args.chunk_size, shard_index=args.shard_index,
+            num_shards=args.num_shards,
+        )  # fmt: skip
+        engine.prepare(overwrite=args.overwrite)
+        sandbox = Sandbox(config).start()
+    except (ValueError, GenerationError, SandboxUnavailable) as exc:
+        logger.error("%s", exc)
+        return 2
+    start, stop = source.shard_bounds(args.shard_index, args.num_shards)
+    logger.info(
+        "input: %s, %d rows; shard %d of %d: rows %d to %d, chunks of %d",
+        source.described, source.num_rows, args.shard_index + 1, args.num_shards, start, stop, args.chunk_size,
+    )  # fmt: skip
+    started = time.time()
+    try:
+        summary = engine.run(
+            source,
+            lambda batch: process_chunk(
+                batch, args=args, generator=generator, sandbox=sandbox, templates=templates, sampling=sampling
+            ),
+        )
+    except GenerationError as exc:
+        logger.error("generation stopped: %s; rerun the same command to resume (finished chunks and answers are kept)", exc)
+        return 1
+    except WorkerFailure as exc:  # infrastructure, not the code's fault: stop rather than reject rows
+        logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
+        return 1
+    finally:
+        sandbox.close()
+    if not summary.already_done:
+        engine.commit(summary, {"settings": settings, "versions": package_versions(), "wall_s": round(time.time() - started, 2)})
+        logger.info(
+            "shard %d of %d: %d chunks run, %d done earlier; %d rows in %.1fs",
+            args.shard_index + 1, args.num_shards, summary.chunks_run, summary.chunks_skipped, summary.rows,
+            time.time() - started,
+        )  # fmt: skip
+    output = Path(args.output_dir)
+    done = completed_shards(output, fingerprint, args.num_shards)
+    if len(done) < args.num_shards:
+        missing = sorted(set(range(args.num_shards)) - set(done))
+        logger.info(
+            "shard %d done; waiting for shards %s: the last one to finish writes the card%s",
+            args.shard_index, ", ".join(map(str, missing)), " and pushes" if args.push else "",
+        )  # fmt: skip
+        return 0
+    code = finish(output, done, args, command)
+    logger.info("stage 2 finished in %.1fs; output in %s", time.time() - started, output)
+    return code
 
 
 if __name__ == "__main__":
