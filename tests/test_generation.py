@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from processing.args import as_dict, redacted_command_line
+from processing.args import as_dict, parse_args, redacted_command_line
 from processing.generation import (
     GenerationArgs,
     GenerationError,
@@ -22,6 +22,7 @@ from processing.generation import (
     Sampling,
     ScriptedBackend,
     VLLMBackend,
+    build_generator,
     vllm_batch,
 )
 
@@ -320,10 +321,84 @@ def test_vllm_backend_sends_raw_texts_to_generate_with_stop(monkeypatch):
     assert prompts == ["def f(x):\n"] * 2 and [p.kwargs["stop"] for p in params] == [["\ndef"]] * 2
 
 
+class RecordingLLM:
+    """A stand-in for ``vllm.LLM`` that records the engine arguments it was built with."""
+
+    built: list[dict] = []
+
+    def __init__(self, **kwargs):
+        RecordingLLM.built.append(kwargs)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    RecordingLLM.built = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=RecordingLLM, SamplingParams=FakeSamplingParams))
+    return RecordingLLM.built
+
+
+def test_vllm_args_reach_the_engine_next_to_the_dedicated_flags(fake_vllm, tmp_path):
+    args = GenerationArgs(
+        backend="vllm",
+        model="org/model",
+        tensor_parallel_size=4,
+        vllm_args='{"max_num_seqs": 512, "enable_chunked_prefill": true, "enable_prefix_caching": false}',
+        cache_dir=str(tmp_path),
+    )
+    build_generator(args)
+    assert fake_vllm == [
+        {
+            "model": "org/model",
+            "tensor_parallel_size": 4,
+            "max_model_len": None,
+            "gpu_memory_utilization": 0.9,
+            "enable_prefix_caching": False,  # --vllm_args may turn the default off
+            "seed": 0,
+            "max_num_seqs": 512,
+            "enable_chunked_prefill": True,
+        }
+    ]
+
+
+def test_vllm_args_from_a_yaml_recipe_mapping_equal_the_json_flag(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("backend: vllm\nmodel: org/model\nvllm_args:\n  max_num_seqs: 256\n  dtype: bfloat16\n")
+    (from_yaml,) = parse_args((GenerationArgs,), "test", ["--config", str(recipe)])
+    flag = ["--backend", "vllm", "--model", "org/model", "--vllm_args", '{"dtype": "bfloat16", "max_num_seqs": 256}']
+    (from_flag,) = parse_args((GenerationArgs,), "test", flag)
+    assert from_yaml.vllm_args == from_flag.vllm_args == {"max_num_seqs": 256, "dtype": "bfloat16"}
+
+
+def test_a_bad_vllm_args_flag_is_a_usage_error_at_start_up(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_args((GenerationArgs,), "test", ["--backend", "vllm", "--model", "m", "--vllm_args", "max_num_seqs=512"])
+    assert stop.value.code == 2 and "--vllm_args must be a JSON object" in capsys.readouterr().err
+
+
+def test_vllm_args_that_change_answers_change_the_cache_key_and_speed_settings_do_not(fake_vllm):
+    plain = VLLMBackend("org/model", 1, None, 0.9, 0)
+    faster = VLLMBackend("org/model", 1, None, 0.9, 0, {"max_num_seqs": 512, "enable_chunked_prefill": True})
+    quantized = VLLMBackend("org/model", 1, None, 0.9, 0, {"quantization": "fp8", "max_num_seqs": 512})
+    assert plain.cache_model == faster.cache_model == "org/model"  # the keys of earlier runs still hit
+    assert quantized.cache_model != plain.cache_model and quantized.model_id == "org/model"
+    request = Request(({"role": "user", "content": "q"},), 0.7, 0.95, 64, 0)
+    before = RequestCache.key("vllm", "org/model", request, 0)
+    assert RequestCache.key("vllm", quantized.cache_model, request, 0) != before
+
+
+def test_vllm_args_with_a_dedicated_key_fail_when_the_backend_is_built_directly(fake_vllm):
+    with pytest.raises(ValueError, match="use the dedicated flag --max_model_len"):
+        VLLMBackend("org/model", 1, None, 0.9, 0, {"max_model_len": 4096})
+    assert fake_vllm == []  # refused before an engine was started
+
+
 def test_missing_vllm_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(GenerationError, match="needs vLLM"):
         VLLMBackend("m", 1, None, 0.9, 0)
+
+
+VLLM = {"backend": "vllm", "model": "org/model"}
 
 
 @pytest.mark.parametrize(
@@ -333,6 +408,14 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
         ({"backend": "openai", "model": "m"}, "needs --base_url and --model"),
         ({"backend": "vllm"}, "needs --model"),
         ({"temperature": -1}, "temperature"),
+        (VLLM | {"vllm_args": "{max_num_seqs: 512}"}, "--vllm_args must be a JSON object .* not valid JSON"),
+        (VLLM | {"vllm_args": "[512]"}, "--vllm_args must be a JSON object .* not a JSON array"),
+        (VLLM | {"vllm_args": "512"}, "--vllm_args must be a JSON object .* not a JSON number"),
+        (VLLM | {"vllm_args": '{"max-num-seqs": 512}'}, "written with underscores"),
+        (VLLM | {"vllm_args": '{"tensor_parallel_size": 2}'}, "use the dedicated flag --tensor_parallel_size"),
+        (VLLM | {"vllm_args": '{"max_model_len": 4096}'}, "use the dedicated flag --max_model_len"),
+        (VLLM | {"vllm_args": {"gpu_memory_utilization": 0.5}}, "use the dedicated flag --gpu_memory_utilization"),
+        (VLLM | {"vllm_args": '{"seed": 1}'}, "use the dedicated flag --seed"),
     ],
 )
 def test_bad_generation_settings(settings, message):

@@ -293,3 +293,142 @@ def test_shards_split_the_input_and_write_their_own_files(tmp_path, stage1_outpu
     ]
     ids = sorted(list(load(out)["id"]) + list(load(out, "rejected")["id"]))
     assert ids == ["a", "b", "c", "d", "e"]
+
+
+# --------------------------------------------------------------------------- the rebuild: golden rows, chunks, resume
+
+GOLDEN = REPO / "tests" / "data" / "stage2_golden"
+GOLDEN_FLAGS = ["--samples", "3", "--rounds", "2", "--keep_variants", "2", "--sandbox_timeout", "3"]
+
+
+@pytest.fixture
+def golden_input(tmp_path) -> Path:
+    folder = tmp_path / "golden-in"
+    (folder / "data").mkdir(parents=True)
+    rows = [json.loads(line) for line in (GOLDEN / "input.jsonl").read_text().splitlines()]
+    # two files with small row groups: chunks cut across files and row groups
+    pq.write_table(pa.Table.from_pylist(rows[:7]), folder / "data" / "train-00000-of-00002.parquet", row_group_size=2)
+    pq.write_table(pa.Table.from_pylist(rows[7:]), folder / "data" / "train-00001-of-00002.parquet", row_group_size=2)
+    return folder
+
+
+def golden_args(tmp_path: Path, input_dir: Path, out: str, *extra: str, rules: Path | None = None) -> list[str]:
+    return [
+        "--input_dir", str(input_dir), "--output_dir", str(tmp_path / out), "--backend", "scripted",
+        "--model", str(rules or GOLDEN / "rules.jsonl"), "--cache_dir", str(tmp_path / f"cache-{out}"),
+        "--sandbox_workers", "2", *GOLDEN_FLAGS, *extra,
+    ]  # fmt: skip
+
+
+def all_rows(out: Path) -> list[dict]:
+    """Both configs read from the parquet files, sorted by id, without timings."""
+    rows = []
+    for config, folder in (("default", "data"), ("rejected", "rejected")):
+        for path in sorted((out / folder).glob("train-*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                row.pop("verify_duration_s", None)
+                rows.append({**row, "config": config})
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def expected_golden() -> list[dict]:
+    return [json.loads(line) for line in (GOLDEN / "expected.jsonl").read_text().splitlines()]
+
+
+def test_the_rebuilt_stage_2_writes_the_rows_the_old_one_wrote(tmp_path, golden_input):
+    assert stage2.main(golden_args(tmp_path, golden_input, "out")) == 0
+    assert all_rows(tmp_path / "out") == expected_golden()
+
+
+def test_chunks_and_shards_do_not_change_any_row(tmp_path, golden_input):
+    for index in range(2):
+        argv = golden_args(tmp_path, golden_input, "out", "--chunk_size", "2", "--num_shards", "2")
+        assert stage2.main([*argv, "--shard_index", str(index)]) == 0
+    assert all_rows(tmp_path / "out") == expected_golden()
+
+
+def shard_record(out: Path, index: int = 0, count: int = 1) -> dict:
+    return json.loads((out / "stats" / f"shard-{index:05d}-of-{count:05d}.json").read_text())
+
+
+def test_kill_9_mid_chunk_then_rerun_redoes_only_unfinished_chunks(tmp_path, golden_input):
+    rules = tmp_path / "slow.jsonl"
+    slow = [dict(json.loads(line), delay_s=0.15) for line in (GOLDEN / "rules.jsonl").read_text().splitlines()]
+    rules.write_text("".join(json.dumps(r) + "\n" for r in slow))
+    argv = golden_args(tmp_path, golden_input, "killed", "--chunk_size", "3", rules=rules)
+    command = [sys.executable, str(REPO / "processing" / "stage2.py"), *argv]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "killed" / ".work" / "shard-00000-of-00001" / "chunk-00001.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (tmp_path / "killed" / "data").exists()  # two chunks done, no shard file yet
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    resumed = shard_record(tmp_path / "killed")["this_run"]
+    assert resumed["chunks_skipped"] >= 2
+    assert resumed["rows_run"] == 11 - 3 * resumed["chunks_skipped"]  # only the unfinished chunks' rows
+    assert all_rows(tmp_path / "killed") == expected_golden()
+    assert not (tmp_path / "killed" / ".work").exists()
+
+
+def test_a_rerun_with_a_changed_setting_stops_unless_overwrite(tmp_path, golden_input, caplog):
+    assert stage2.main(golden_args(tmp_path, golden_input, "out", "--rounds", "0", "--skip_refine")) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert stage2.main(golden_args(tmp_path, golden_input, "out")) == 2
+    assert "other settings" in caplog.text and "--overwrite" in caplog.text
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before  # untouched
+    assert stage2.main(golden_args(tmp_path, golden_input, "out", "--overwrite")) == 0
+    assert all_rows(tmp_path / "out") == expected_golden()
+
+
+def test_the_same_command_after_a_finished_run_redoes_nothing(tmp_path, golden_input):
+    argv = golden_args(tmp_path, golden_input, "out", "--chunk_size", "4")
+    assert stage2.main(argv) == 0
+    first = shard_record(tmp_path / "out")
+    assert stage2.main(argv) == 0
+    assert shard_record(tmp_path / "out") == first and all_rows(tmp_path / "out") == expected_golden()
+
+
+def test_stale_shards_of_another_num_shards_are_never_read(tmp_path, golden_input, caplog):
+    for index in range(3):
+        assert stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "3"), "--shard_index", str(index)]) == 0
+    assert stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "2"), "--shard_index", "0"]) == 2
+    assert "another --num_shards" in caplog.text
+    for index in range(2):
+        argv = [*golden_args(tmp_path, golden_input, "out", "--num_shards", "2", "--overwrite"), "--shard_index", str(index)]
+        assert stage2.main(argv) == 0
+    names = sorted(p.name for p in (tmp_path / "out").rglob("*.parquet"))
+    assert all("-of-00002" in name for name in names) and all_rows(tmp_path / "out") == expected_golden()
+
+
+def test_two_shards_merge_into_one_card_that_adds_up(tmp_path, golden_input):
+    argv = golden_args(tmp_path, golden_input, "out", "--num_shards", "2")
+    assert stage2.main([*argv, "--shard_index", "1"]) == 0
+    assert not (tmp_path / "out" / "README.md").exists()  # shard 0 is still missing: no card yet
+    assert stage2.main(["--merge", "--output_dir", str(tmp_path / "out")]) == 1  # and --merge says so
+    assert stage2.main([*argv, "--shard_index", "0"]) == 0  # the last shard writes the card
+    card = (tmp_path / "out" / "README.md").read_text()
+    single = tmp_path / "single"
+    assert stage2.main(golden_args(tmp_path, golden_input, "single")) == 0
+    expected_card = (single / "README.md").read_text()
+    for line in [l for l in expected_card.splitlines() if l.startswith("| ") and "`" not in l.split("|")[1]]:
+        assert line in card  # funnel rows, e.g. "| input rows | 11 |", sum to the unsharded run's
+    assert "| input rows | 11 |" in card and "| `no_tests` | 1 |" in card
+    (tmp_path / "out" / "README.md").unlink()
+    assert stage2.main(["--merge", "--output_dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "README.md").read_text() == card
+
+
+def test_merge_and_push_publish_one_version_for_all_shards(tmp_path, golden_input, monkeypatch):
+    hub = FakeHub()
+    hub.install(monkeypatch)
+    argv = golden_args(tmp_path, golden_input, "out", "--num_shards", "2", "--push", "--repo_id", "me/x")
+    assert stage2.main([*argv, "--shard_index", "0"]) == 0
+    assert hub.calls == []  # not every shard is done: nothing pushed
+    assert stage2.main([*argv, "--shard_index", "1"]) == 0
+    (_, _, files, card), = [c for c in hub.calls if c[0] == "upload_folder"]
+    assert "data/train-00000-of-00002.parquet" in files and "data/train-00001-of-00002.parquet" in files
+    assert not any(f.startswith(".work") for f in files) and "| input rows | 11 |" in card

@@ -109,6 +109,7 @@ class ShardSummary:
     rows: int
     chunks_run: int = 0
     chunks_skipped: int = 0
+    rows_run: int = 0  # rows this process worked on (the rest were done by an earlier run)
     already_done: bool = False
     wall_s: float = 0.0
     record: dict = field(default_factory=dict)
@@ -257,6 +258,7 @@ class LocalEngine:
                 marker = {"fingerprint": fingerprint, "rows": len(table), "stats": output.stats}
                 _write_json(paths["marker"], marker)  # last: the chunk is done
                 summary.chunks_run += 1
+                summary.rows_run += len(table)
             else:
                 summary.chunks_skipped += 1
                 logger.info("chunk %d of %d: done by an earlier run, skipped", index + 1, len(chunks))
@@ -278,6 +280,11 @@ class LocalEngine:
             "input": shard_input,
             "rows": stop - start,
             "stats": total,
+            "this_run": {
+                "chunks_run": summary.chunks_run,
+                "chunks_skipped": summary.chunks_skipped,
+                "rows_run": summary.rows_run,
+            },
         }
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         return summary
