@@ -3,6 +3,12 @@
 Each field becomes ``--field_name``; its ``metadata={"help": ...}`` is the help text;
 a YAML recipe gives defaults and flags on the command line win. Validation lives in
 each dataclass's ``__post_init__`` (raising ``ValueError``), reported as a usage error.
+
+Renamed flags: ``metadata={"aliases": ["old_name"]}`` keeps ``--old_name`` (and an
+``old_name:`` key in a recipe) working for the field, with a ``FutureWarning`` naming
+the new flag. Giving both names in one place (both flags, or both keys) is a usage
+error; a flag on the command line still wins over a recipe key, whichever name either
+uses. Aliases are left out of ``--help``; the field's help mentions them.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import yaml
@@ -43,9 +50,26 @@ def _field_kind(cls: type, field: dataclasses.Field) -> tuple[type, bool]:
     return hint, False
 
 
+ALIAS_DEST = "alias:"  # argparse dest of a deprecated alias flag: ALIAS_DEST + old name
+
+
+def aliases(classes: tuple[type, ...]) -> dict[str, str]:
+    """{old name: field name} from the fields' ``metadata={"aliases": [...]}``."""
+    names = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    mapping: dict[str, str] = {}
+    for cls in classes:
+        for field in dataclasses.fields(cls):
+            for alias in field.metadata.get("aliases", ()):
+                if alias in names or alias in mapping:
+                    raise TypeError(f"alias {alias!r} of {field.name} is already a flag or another field's alias")
+                mapping[alias] = field.name
+    return mapping
+
+
 def build_parser(classes: tuple[type, ...], description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML recipe of flag values; flags given here win")
+    aliases(classes)  # refuses an alias that is a flag or another field's alias
     seen: set[str] = set()
     for cls in classes:
         group = parser.add_argument_group(cls.__name__)
@@ -55,9 +79,11 @@ def build_parser(classes: tuple[type, ...], description: str) -> argparse.Argume
             seen.add(field.name)
             kind, is_list = _field_kind(cls, field)
             default = field.default if field.default is not dataclasses.MISSING else None
+            old = field.metadata.get("aliases", ())
+            formerly = f" (formerly {', '.join('--' + a for a in old)})" if old else ""
             options: dict = {
                 "default": argparse.SUPPRESS,
-                "help": f"{field.metadata.get('help', '')} (default: {default})",
+                "help": f"{field.metadata.get('help', '')}{formerly} (default: {default})",
             }
             if kind is bool:
                 options.update(type=_to_bool, nargs="?", const=True)
@@ -66,16 +92,43 @@ def build_parser(classes: tuple[type, ...], description: str) -> argparse.Argume
             else:
                 options.update(type=kind)
             group.add_argument(f"--{field.name}", **options)
+            for alias in old:
+                group.add_argument(f"--{alias}", **{**options, "dest": ALIAS_DEST + alias, "help": argparse.SUPPRESS})
     return parser
+
+
+def _resolve_aliases(values: dict, mapping: dict[str, str], where: str, flag: str) -> dict:
+    """``values`` with old names replaced by the fields' names, warning once per old name used.
+
+    ``flag`` prefixes names in messages (``--`` for the command line, ``""`` for a recipe).
+    """
+    out = {k: v for k, v in values.items() if k not in mapping}
+    for old, value in values.items():
+        if old not in mapping:
+            continue
+        new = mapping[old]
+        if new in values:
+            raise ValueError(f"{where} gives both {flag}{old} and {flag}{new}; {flag}{old} is the old name of {flag}{new}")
+        warnings.warn(
+            f"{flag}{old} in {where} is deprecated and will be removed; use {flag}{new}", FutureWarning, stacklevel=3
+        )
+        out[new] = value
+    return out
 
 
 def parse_args(classes: tuple[type, ...], description: str, argv: list[str] | None = None) -> tuple:
     """Instances of ``classes`` from the recipe (if any) and the command line."""
     parser = build_parser(classes, description)
-    given = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    mapping = aliases(classes)
+    parsed = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    given = {(k[len(ALIAS_DEST) :] if k.startswith(ALIAS_DEST) else k): v for k, v in parsed.items()}
     values: dict = {}
     recipe = given.pop("config", None)
     known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    try:
+        given = _resolve_aliases(given, mapping, "the command line", "--")
+    except ValueError as exc:
+        parser.error(str(exc))
     if recipe:
         path = Path(recipe)
         if not path.is_file():
@@ -83,10 +136,13 @@ def parse_args(classes: tuple[type, ...], description: str, argv: list[str] | No
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             parser.error(f"config file {recipe} must be a mapping of flag names to values")
-        unknown = sorted(set(loaded) - known)
+        unknown = sorted(set(loaded) - known - set(mapping))
         if unknown:
             parser.error(f"config file {recipe} has unknown keys: {', '.join(unknown)}")
-        values.update(loaded)
+        try:
+            values.update(_resolve_aliases(loaded, mapping, f"config file {recipe}", ""))
+        except ValueError as exc:
+            parser.error(str(exc))
     values.update(given)
     instances = []
     for cls in classes:
@@ -116,7 +172,8 @@ def as_dict(*instances) -> dict:
 
 def redacted_command_line(argv: list[str], classes: tuple[type, ...]) -> str:
     """The command line with the values of secret flags replaced (for logs and cards)."""
-    secrets = {f"--{f.name}" for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("secret")}
+    secret_fields = [f for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("secret")]
+    secrets = {f"--{name}" for f in secret_fields for name in (f.name, *f.metadata.get("aliases", ()))}
     out, hide_next = [], False
     for token in argv:
         if hide_next:

@@ -8,6 +8,7 @@ their content.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -156,6 +157,30 @@ def normalize_columns(batch: dict[str, list]) -> dict[str, list]:
     return out
 
 
+def check_input(*, source_dirs: list[str] | None, data_files: list[str] | None, dataset: str | None) -> None:
+    """Raise ValueError (one sentence, naming the flag) for input that cannot be read: a
+    ``--source_dir`` that is not a folder, a ``--data_files`` entry that matches no file
+    or has another suffix than .parquet/.jsonl/.json, an ``--input_dataset`` that is
+    neither a folder nor a repo id. Cheap: nothing is listed or downloaded."""
+    for root in source_dirs or ():
+        if not os.path.isdir(root):
+            raise ValueError(f"--source_dir {root} is not a directory; give folders of code")
+    for pattern in data_files or ():
+        if "://" in pattern:
+            continue  # a remote file (hf://, https://): load_dataset says whether it exists
+        if Path(pattern).suffix.lower() not in DATA_FILE_BUILDERS:
+            raise ValueError(f"--data_files {pattern} is not a .parquet or .jsonl file")
+        if not glob.glob(pattern):
+            raise ValueError(f"--data_files {pattern} does not exist")
+    if dataset and dataset.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(dataset)):
+        raise ValueError(
+            f"--input_dataset {dataset} is not a folder; give a local folder of parquet files or a Hub repo id"
+        )
+
+
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+
+
 def load_corpus(
     *,
     dataset: str | None,
@@ -167,34 +192,54 @@ def load_corpus(
     streaming: bool,
     num_proc: int | None,
 ) -> tuple[Dataset | IterableDataset, str]:
-    """The input rows (Stack schema) and a one-line description of where they came from."""
+    """The input rows (Stack schema) and a one-line description of where they came from.
+
+    Raises ValueError with one sentence when the input cannot be read (a Hub dataset that
+    does not exist or cannot be reached, files without a ``content`` column, folders
+    without Python files)."""
     if source_dirs is not None or (dataset is None and not data_files):
         roots = source_dirs or installed_source_roots()
         for root in roots:
             if not os.path.isdir(root):
-                raise ValueError(f"source_dir {root} is not a directory")
+                raise ValueError(f"--source_dir {root} is not a directory; give folders of code")
         described = "installed Python sources " if source_dirs is None else "source folders "
         described += ", ".join(roots)
         kwargs = {"files": source_files(roots)}
         if not kwargs["files"]:
-            raise ValueError(f"no Python files found below {', '.join(roots)}")
+            raise ValueError(f"no Python files found below {', '.join(roots)}; give folders that hold .py files")
         builder = IterableDataset if streaming else Dataset
         return builder.from_generator(list_source_files, features=SOURCE_FEATURES, gen_kwargs=kwargs), described
     if data_files:
-        suffix = Path(data_files[0]).suffix.lower()
-        builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(suffix)
+        builder = DATA_FILE_BUILDERS.get(Path(data_files[0]).suffix.lower())
         if builder is None:
-            raise ValueError(f"data_files must be .parquet or .jsonl files, got {data_files[0]}")
-        raw = load_dataset(builder, data_files=data_files, split="train", streaming=streaming)
+            raise ValueError(f"--data_files must be .parquet or .jsonl files, got {data_files[0]}")
+        try:
+            raw = load_dataset(builder, data_files=data_files, split="train", streaming=streaming)
+        except Exception as exc:
+            raise ValueError(f"cannot read --data_files {', '.join(data_files)} ({_cause(exc)})") from exc
         described = f"local {builder} files {', '.join(data_files)}"
     else:
-        raw = load_dataset(dataset, data_dir=data_dir, split=split, revision=revision, streaming=streaming)
+        try:
+            raw = load_dataset(dataset, data_dir=data_dir, split=split, revision=revision, streaming=streaming)
+        except Exception as exc:
+            raise ValueError(
+                f"cannot load --input_dataset {dataset} ({_cause(exc)}); check its name, --data_dir, --split and "
+                "--input_revision, and that the Hub is reachable (a gated or private dataset needs a token)"
+            ) from exc
         described = f"{dataset}" + (f" ({data_dir})" if data_dir else "") + f" split {split}"
         described += f" revision {revision}" if revision else ""
     if "content" not in (raw.column_names or []):
-        raise ValueError(f"the input has no 'content' column (columns: {raw.column_names}); it is not Stack-style code")
+        raise ValueError(
+            f"the input has no 'content' column (columns: {raw.column_names}), so it is not Stack-style code"
+        )
     keep_other = [c for c in raw.column_names if c not in SOURCE_COLUMNS]
     kwargs = {"batched": True, "remove_columns": keep_other, "features": SOURCE_FEATURES}
     if not streaming:
         kwargs.update(num_proc=num_proc, desc="normalising columns")
     return raw.map(normalize_columns, **kwargs), described
+
+
+def _cause(exc: BaseException) -> str:
+    """An exception as one short clause: its type and the first line of its message."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__

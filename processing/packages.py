@@ -157,14 +157,16 @@ BIGCODEBENCH_LIBRARIES: tuple[str, ...] = (
 
 
 def parse_packages(packages: str | None = None, packages_file: str | None = None) -> tuple[str, ...]:
-    """The target packages: ``--packages a,b`` or a file (one per line, ``#`` comments), else BigCodeBench's."""
+    """The target packages: ``--packages a,b`` and/or a file (one per line, ``#`` comments),
+    else BigCodeBench's. ValueError (one sentence) for a missing file or a name that is
+    not an import name."""
     names: list[str] = []
     if packages:
         names += [p.strip() for p in packages.split(",") if p.strip()]
     if packages_file:
         path = Path(packages_file)
         if not path.is_file():
-            raise ValueError(f"packages_file {packages_file} does not exist")
+            raise ValueError(f"--packages_file {packages_file} does not exist; give a file with one import name per line")
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
@@ -173,7 +175,7 @@ def parse_packages(packages: str | None = None, packages_file: str | None = None
         return BIGCODEBENCH_LIBRARIES
     bad = [n for n in names if not n.isidentifier()]
     if bad:
-        raise ValueError(f"packages must be top-level import names (like numpy, sklearn), got {bad}")
+        raise ValueError(f"target packages must be top-level import names (like numpy, sklearn), got {bad}")
     return tuple(sorted(set(names)))
 
 

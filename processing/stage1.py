@@ -2,15 +2,20 @@
 
     python processing/stage1.py                                  # installed Python sources, offline
     python processing/stage1.py --source_dir DIR --limit 500
-    python processing/stage1.py --dataset bigcode/the-stack-smol --data_dir data/python --streaming
+    python processing/stage1.py --input_dataset bigcode/the-stack-smol --data_dir data/python --streaming
     python processing/stage1.py --num_shards 8 --shard_index 3    # one task of a job array
 
-Retrieval, then unit-test generation: every kept function goes to the model (one engine
-call for the whole round; ``--backend``, default the embedded SmolLM2 via llama.cpp) and
-keeps the ``unittest`` module cut out of the answer (``--skip_test_generation`` for
-retrieval only). Writes a Hub-layout folder (``--output_dir``): kept functions in the
-``default`` config, dropped files, functions and unusable tests with their
-``drop_reason`` in ``rejected``; ``--push --repo_id`` publishes it.
+Steps: extraction (``processing.steps.extract``, a parallel ``map``), selection
+(``processing.steps.select``: contamination, deduplication, ``--limit``, in input
+order), then unit-test generation (``processing.steps.testgen``): every kept function
+goes to the model (one engine call for the whole round; ``--backend``, default the
+embedded SmolLM2 via llama.cpp) and keeps the ``unittest`` module cut out of the answer
+(``--skip_test_generation`` for retrieval only). Writes a Hub-layout folder
+(``--output_dir``): kept functions in the ``default`` config, dropped files, functions
+and unusable tests with their ``drop_reason`` in ``rejected``, and
+``stats/shard-*.json`` with the funnel; ``--push --repo_id`` publishes it. Exit codes:
+0 done, 1 stopped (generation or push failed; rerun to resume), 2 bad arguments or
+input, or a missing model (nothing is written then).
 """
 
 from __future__ import annotations
@@ -30,32 +35,49 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from processing.args import start_script
-from processing.corpus import load_corpus, shard_corpus
+from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
+from processing.evalsets import check_names
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name, write_readme
+from processing.languages import PromptTemplate
 from processing.packages import parse_packages
-from processing.retrieval import Selector, extract_batch
 from processing.schema import EXTRACTED_FEATURES, KEPT_FEATURES, TESTED_FEATURES
 from processing.schema import STAGE1_REJECTED_FEATURES as REJECTED_FEATURES
-from processing.languages import PromptTemplate
+from processing.steps.extract import extract_batch
+from processing.steps.select import Selector
 from processing.steps.testgen import generate_tests_batch
 
 logger = logging.getLogger("stage1")
-CODE_VERSION_FILES = ("languages/python/functions.py", "retrieval.py", "dedup.py", "corpus.py")
+# The code whose behaviour decides which rows come out: part of the extraction's fingerprint.
+CODE_VERSION_FILES = (
+    "languages/python/functions.py",
+    "steps/extract.py",
+    "steps/select.py",
+    "dedup.py",
+    "corpus.py",
+    "evalsets.py",
+)
 
 
 @dataclass
 class InputArgs:
-    dataset: str | None = field(
-        default=None, metadata={"help": "Hub dataset with The Stack's schema, or a local folder of parquet files"}
+    input_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset with The Stack's schema, or a local folder of parquet files",
+            "aliases": ["dataset"],
+        },
     )
     data_dir: str | None = field(default=None, metadata={"help": "data_dir of the Hub dataset, e.g. data/python"})
     data_files: list[str] | None = field(
         default=None, metadata={"help": "local .parquet or .jsonl files in The Stack's schema"}
     )
     split: str = field(default="train", metadata={"help": "split of the input dataset"})
-    revision: str | None = field(default=None, metadata={"help": "revision (branch, tag, commit) of the Hub dataset"})
+    input_revision: str | None = field(
+        default=None,
+        metadata={"help": "revision (branch, tag, commit) of --input_dataset", "aliases": ["revision"]},
+    )
     streaming: bool = field(
         default=False, metadata={"help": "stream the input instead of downloading it (for very large corpora)"}
     )
@@ -71,11 +93,13 @@ class InputArgs:
     shard_index: int = field(default=0, metadata={"help": "which shard this run processes, 0-based"})
 
     def __post_init__(self) -> None:
-        given = [name for name in ("dataset", "data_files", "source_dir") if getattr(self, name)]
+        given = [name for name in ("input_dataset", "data_files", "source_dir") if getattr(self, name)]
         if len(given) > 1:
             raise ValueError(f"give one input, not {' and '.join('--' + g for g in given)}")
-        if self.data_dir and not self.dataset:
-            raise ValueError("--data_dir needs --dataset")
+        if self.data_dir and not self.input_dataset:
+            raise ValueError("--data_dir needs --input_dataset")
+        if self.input_revision and not self.input_dataset:
+            raise ValueError("--input_revision needs --input_dataset")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"--shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
         if self.max_file_bytes < 1:
@@ -134,6 +158,7 @@ class RunArgs:
 
 
 def code_version() -> str:
+    """A hash of the files in CODE_VERSION_FILES: a code change invalidates cached extraction."""
     here = Path(__file__).parent
     digest = hashlib.sha1()
     for name in CODE_VERSION_FILES:
@@ -141,8 +166,35 @@ def code_version() -> str:
     return digest.hexdigest()[:12]
 
 
+@dataclass
+class Plan:
+    """What the arguments resolve to, checked before anything is written."""
+
+    packages: tuple[str, ...]
+    benchmarks: tuple[str, ...]
+    licenses: tuple[str, ...] | None
+
+
+def check_arguments(inp: InputArgs, ret: RetrievalArgs, run: RunArgs) -> Plan:
+    """The cheap checks of everything the flags name (files, folders, packages, benchmarks);
+    ValueError with one sentence saying what is wrong."""
+    output = Path(run.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output_dir {output} is a file; give a folder (it is created if missing)")
+    check_input(source_dirs=inp.source_dir, data_files=inp.data_files, dataset=inp.input_dataset)
+    packages = parse_packages(ret.packages, ret.packages_file)
+    benchmarks = tuple(n.strip() for n in ret.decontaminate.split(",") if n.strip())
+    try:
+        check_names(benchmarks)
+    except ValueError as exc:
+        raise ValueError(f"--decontaminate names an {exc}") from None
+    licenses = tuple(x.strip() for x in inp.licenses.split(",") if x.strip()) if inp.licenses else None
+    return Plan(packages, benchmarks, licenses or None)
+
+
 def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, streaming: bool):
-    """Yield the extraction map's output as Arrow tables; in blocks when a limit may stop early."""
+    """Run the extraction step over the corpus and yield its output as Arrow tables, in input
+    order; in blocks of ``--block_files`` files when a limit may stop the run early."""
     columns = list(corpus.column_names)
     if streaming:
         mapped = corpus.map(
@@ -175,27 +227,41 @@ def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
     (inp, ret, gen, run), _ = start_script("processing/stage1.py", classes, __doc__, argv)
     started = time.time()
-    generator = None
-    if not run.skip_test_generation:
-        try:  # a missing model or unreachable server stops the run before any work
-            generator = build_generator(gen)
-        except GenerationError as exc:
-            logger.error("%s", exc)
-            return 2
+    # Everything that can be wrong with the input stops the run here, before any file is written.
+    try:
+        plan = check_arguments(inp, ret, run)
+        generator = None if run.skip_test_generation else build_generator(gen)
+        corpus, described = load_corpus(
+            dataset=inp.input_dataset, data_dir=inp.data_dir, data_files=inp.data_files, split=inp.split,
+            revision=inp.input_revision, source_dirs=inp.source_dir, streaming=inp.streaming,
+            num_proc=run.num_proc,
+        )  # fmt: skip
+        needs_hub = any(n != "humaneval" for n in plan.benchmarks)
+        benchmarks = load_benchmarks(plan.benchmarks, ret.ngram, hub_reachable() if needs_hub else False)
+    except (ValueError, GenerationError) as exc:
+        logger.error("%s", exc)
+        return 2
+    if inp.num_shards > 1:
+        corpus = shard_corpus(corpus, inp.num_shards, inp.shard_index)
+    logger.info(
+        "input: %s; %d target packages; shard %d of %d",
+        described, len(plan.packages), inp.shard_index + 1, inp.num_shards,
+    )  # fmt: skip
+
     output = Path(run.output_dir)
     name = shard_name(inp.shard_index, inp.num_shards)
     retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
     rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
-    stats, described, packages = retrieve(inp, ret, run, ParquetSink(retrieved_path, KEPT_FEATURES), rejected_sink)
+    stats = retrieve(corpus, plan, benchmarks, inp, ret, run, ParquetSink(retrieved_path, KEPT_FEATURES), rejected_sink)
+    stats["input"] = described
     if generator:
-        template = PromptTemplate.load("unit_test")
         try:
             stats["test_generation"] = write_tests(
                 retrieved_path,
                 output / "data" / f"{name}.parquet",
                 rejected_sink,
                 generator,
-                template,
+                PromptTemplate.load("unit_test"),
                 Sampling.from_args(gen),
             )
         except GenerationError as exc:
@@ -209,16 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         stats["kept"] = stats["test_generation"]["kept"]
     rejected_sink.close()
     stats["wall_s"] = round(time.time() - started, 2)
+    stats.update(shared_layout(stats))
     (output / "stats").mkdir(parents=True, exist_ok=True)
     (output / "stats" / f"shard-{inp.shard_index:05d}-of-{inp.num_shards:05d}.json").write_text(
         json.dumps(stats, indent=2)
     )
     what = "functions with LLM-written unit tests" if generator else "functions (retrieval only)"
+    tested_by = f", each with a `test_code` module of unittest tests written by {generator.model_id}" if generator else ""
     write_readme(
         output,
         "unitcoder stage 1: " + what,
         f"Self-contained Python functions that use target packages, retrieved from {described} "
-        f"by unitcoder stage 1 ({len(packages)} target packages){'' if not generator else ', each with a `test_code` module of unittest tests written by ' + generator.model_id}. "
+        f"by unitcoder stage 1 ({len(plan.packages)} target packages){tested_by}. "
         "The `rejected` config holds every dropped file and function with its `drop_reason`.",
     )
     log_funnel(stats)
@@ -238,58 +306,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def retrieve(inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink: ParquetSink, rejected_sink: ParquetSink):
-    """The retrieval steps; returns (stats, input description, target packages)."""
-    packages = parse_packages(ret.packages, ret.packages_file)
-    names = tuple(n.strip() for n in ret.decontaminate.split(",") if n.strip())
-    needs_hub = any(n != "humaneval" for n in names)
-    benchmarks = load_benchmarks(names, ret.ngram, hub_reachable() if needs_hub else False)
-    corpus, described = load_corpus(
-        dataset=inp.dataset, data_dir=inp.data_dir, data_files=inp.data_files, split=inp.split,
-        revision=inp.revision, source_dirs=inp.source_dir, streaming=inp.streaming,
-        num_proc=run.num_proc,
-    )  # fmt: skip
-    if inp.num_shards > 1:
-        corpus = shard_corpus(corpus, inp.num_shards, inp.shard_index)
-    logger.info(
-        "input: %s; %d target packages; shard %d of %d", described, len(packages), inp.shard_index + 1, inp.num_shards
-    )
-    licenses = tuple(x.strip() for x in inp.licenses.split(",") if x.strip()) if inp.licenses else None
+def retrieve(corpus, plan: Plan, benchmarks, inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink, rejected_sink):
+    """The extraction and selection steps, written to the sinks as they go; returns the stats."""
     kwargs = {
-        "packages": packages,
+        "packages": plan.packages,
         "max_bytes": inp.max_file_bytes,
-        "licenses": licenses,
+        "licenses": plan.licenses,
         "benchmark_ngrams": frozenset(benchmarks.hashes),
         "ngram_n": ret.ngram,
         "num_perm": ret.num_perm,
         "shingle_size": ret.shingle_size,
         "file_timeout_s": ret.file_timeout_s,
     }
+    ngrams_digest = hashlib.sha1(",".join(map(str, sorted(benchmarks.hashes))).encode()).hexdigest()[:12]
     settings = {k: v for k, v in kwargs.items() if k != "benchmark_ngrams"} | {
         "benchmarks": benchmarks.used,
+        "benchmark_ngrams": ngrams_digest,
         "code": code_version(),
     }
     settings_hash = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, kept_sink, rejected_sink)
+    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit)
     for table in tqdm(
         extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
     ):
-        selector.consume(table)
+        for sink, rows in zip((kept_sink, rejected_sink), selector.select(table)):
+            if len(rows):  # an empty row group would make the file unreadable for datasets
+                sink.add_table(rows)
         if selector.done:
             break
     kept_sink.close()
-    stats = selector.stats() | {
+    return selector.stats() | {
         "shard_index": inp.shard_index,
         "num_shards": inp.num_shards,
-        "input": described,
-        "packages": len(packages),
+        "packages": len(plan.packages),
         "decontaminated_against": benchmarks.used,
         "decontamination_skipped": benchmarks.skipped,
         "limit_reached": selector.done,
         "settings": settings,
         "kept": selector.counts["kept"],
     }
-    return stats, described, packages
 
 
 def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, generator, template, sampling) -> dict:
@@ -331,6 +386,25 @@ def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, ge
         "sampling": sampling.__dict__,
         "usage": generator.usage.__dict__,
     }
+
+
+def shared_layout(stats: dict) -> dict:
+    """The stats layout every stage shares: ``funnel`` ([label, count] in order) and
+    ``dropped`` ({reason: count} over files, functions and tests)."""
+    counts, tests = stats["counts"], stats.get("test_generation")
+    funnel = [
+        ["files read", counts["files"]],
+        ["files dropped", sum(stats["files_dropped"].values())],
+        ["functions found", counts["functions"]],
+        ["functions dropped", sum(stats["functions_dropped"].values())],
+        ["functions retrieved", counts["kept"]],
+    ]
+    dropped = Counter(stats["files_dropped"])
+    dropped.update(stats["functions_dropped"])
+    if tests:
+        funnel += [["tests dropped", sum(tests["dropped"].values())], ["functions kept with tests", tests["kept"]]]
+        dropped.update(tests["dropped"])
+    return {"funnel": funnel, "dropped": dict(dropped.most_common())}
 
 
 def log_funnel(stats: dict) -> None:

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from processing.packages import BIGCODEBENCH_LIBRARIES
-from processing.python_functions import analyse_file, hollow_classes, import_prefilter, split_lines
+from processing.languages.python.functions import analyse_file, hollow_classes, import_prefilter, split_lines
 
 PACKAGES = frozenset(BIGCODEBENCH_LIBRARIES)
 PREFILTER = import_prefilter(BIGCODEBENCH_LIBRARIES)

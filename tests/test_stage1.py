@@ -363,7 +363,7 @@ def test_failed_push_keeps_the_local_output_and_says_so(real_sources, tmp_path, 
     "args, message",
     [
         (["--push"], "--push needs --repo_id"),
-        (["--source_dir", "/x", "--dataset", "y"], "give one input"),
+        (["--source_dir", "/x", "--input_dataset", "y"], "give one input"),
         (["--num_shards", "2", "--shard_index", "2"], "--shard_index must be in"),
     ],
 )
@@ -458,3 +458,142 @@ def test_missing_model_stops_before_any_work(tmp_path, caplog):
         ["--output_dir", str(tmp_path / "out"), "--backend", "scripted", "--model", str(tmp_path / "none.jsonl")]
     )
     assert code == 2 and "does not exist" in caplog.text and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- bad input stops before any output
+
+
+def good_source(tmp_path: Path) -> str:
+    src = tmp_path / "src" / "repo"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "a.py").write_text("import os\n\ndef f(x):\n    return os.sep + x\n")
+    return str(tmp_path / "src")
+
+
+BAD_INPUT = {
+    "missing source folder": (["--source_dir", "/nonexistent"], "--source_dir /nonexistent is not a directory"),
+    "source folder without Python files": (["--source_dir", "{tmp}/empty"], "no Python files found"),
+    "missing packages file": (["--source_dir", "{src}", "--packages_file", "{tmp}/none.txt"], "does not exist"),
+    "bad package name": (["--source_dir", "{src}", "--packages", "numpy,not-a-module"], "import names"),
+    "unknown benchmark": (["--source_dir", "{src}", "--decontaminate", "humaneval,apps"], "unknown benchmark 'apps'"),
+    "missing data file": (["--data_files", "{tmp}/none.parquet"], "--data_files {tmp}/none.parquet does not exist"),
+    "data file of another format": (["--data_files", "{src}/repo/a.py"], "is not a .parquet or .jsonl file"),
+    "missing local dataset folder": (["--input_dataset", "./no-such-folder"], "is not a folder"),
+    "unknown Hub dataset": (["--input_dataset", "nobody/no-such-dataset"], "cannot load --input_dataset"),
+    "input without a content column": (["--data_files", "{tmp}/other.jsonl"], "no 'content' column"),
+}
+
+
+def run_bad_input(case: str, tmp_path: Path, monkeypatch) -> tuple[int, Path]:
+    """Run stage 1 offline (the Hub patched off at its boundary) on one bad input."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    (tmp_path / "other.jsonl").write_text('{"text": "not code"}\n')
+    (tmp_path / "empty").mkdir()
+    src = good_source(tmp_path / "good")
+    args, _ = BAD_INPUT[case]
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{src}", src) for a in args]
+    out = tmp_path / "out"
+    return stage1.main([*args, "--output_dir", str(out), "--skip_test_generation"]), out
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_exits_with_code_2(case, tmp_path, monkeypatch):
+    code, _ = run_bad_input(case, tmp_path, monkeypatch)
+    assert code == 2
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_one_error_sentence_on_the_log(case, tmp_path, monkeypatch, caplog):
+    with caplog.at_level("INFO"):
+        run_bad_input(case, tmp_path, monkeypatch)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    expected = BAD_INPUT[case][1].replace("{tmp}", str(tmp_path))
+    assert len(errors) == 1 and expected in errors[0].getMessage() and "\n" not in errors[0].getMessage()
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_leaves_no_output_folder(case, tmp_path, monkeypatch):
+    _, out = run_bad_input(case, tmp_path, monkeypatch)
+    assert not out.exists()
+
+
+def test_an_output_folder_that_is_a_file_stops_the_run_and_stays_as_it_was(tmp_path, caplog):
+    (tmp_path / "out").write_text("mine")
+    code = stage1.main(["--source_dir", good_source(tmp_path), "--output_dir", str(tmp_path / "out"), *OFFLINE])
+    assert (code, (tmp_path / "out").read_text()) == (2, "mine") and "is a file" in caplog.text
+
+
+def test_the_old_input_flags_still_work(real_sources, tmp_path):
+    with pytest.warns(FutureWarning, match="--input_dataset"):
+        code = stage1.main(["--dataset", "./no-such-folder", "--output_dir", str(tmp_path / "out"), *OFFLINE])
+    assert code == 2  # read as --input_dataset: the folder check ran
+
+
+# --------------------------------------------------------------------------- order and stats
+
+
+def written_ids(out: Path) -> tuple[list, list]:
+    return (
+        pq.read_table(out / "data" / "train-00000-of-00001.parquet")["id"].to_pylist(),
+        pq.read_table(out / "rejected" / "train-00000-of-00001.parquet")["id"].to_pylist(),
+    )
+
+
+def test_a_limited_run_writes_the_same_rows_whatever_the_block_size(real_sources, tmp_path):
+    for name, block in (("small", "3"), ("large", "1000")):
+        args = ["--source_dir", str(real_sources), "--output_dir", str(tmp_path / name), "--limit", "7"]
+        assert run(*args, "--block_files", block) == 0
+    assert written_ids(tmp_path / "small") == written_ids(tmp_path / "large")
+
+
+def test_a_near_duplicate_names_the_earliest_kept_copy_it_matches():
+    from processing.dedup import Deduplicator
+
+    dedup = Deduplicator(threshold=0.85, num_perm=128)
+    first = list(range(128))
+    second = [v + 1000 for v in first]  # shares no LSH band with the first: kept too
+    between = first[:64] + second[64:]  # shares bands with both
+    assert dedup.check("z-kept-first", "a", first) == (None, "")
+    assert dedup.check("a-kept-second", "b", second) == (None, "")
+    assert dedup.check("m-later", "c", between) == ("near_duplicate", "z-kept-first")
+
+
+def shard_stats(out: Path) -> dict:
+    return json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())
+
+
+def test_stats_funnel_lists_the_retrieval_steps_in_order(real_sources, tmp_path):
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "out")) == 0
+    labels = [label for label, _ in shard_stats(tmp_path / "out")["funnel"]]
+    assert labels == ["files read", "files dropped", "functions found", "functions dropped", "functions retrieved"]
+
+
+def test_stats_funnel_ends_with_the_kept_rows(real_sources, tmp_path):
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "out")) == 0
+    assert shard_stats(tmp_path / "out")["funnel"][-1] == ["functions retrieved", len(kept(tmp_path / "out"))]
+
+
+def test_stats_dropped_counts_every_rejected_row_by_reason(real_sources, tmp_path):
+    assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "out")) == 0
+    reasons = rejected(tmp_path / "out")["drop_reason"]
+    assert shard_stats(tmp_path / "out")["dropped"] == {r: reasons.count(r) for r in set(reasons)}
+
+
+def test_stats_funnel_with_tests_ends_with_test_drops_and_kept_rows(tmp_path):
+    assert scripted_run(tmp_path, ANSWERS) == 0
+    assert shard_stats(tmp_path / "out")["funnel"][-3:] == [
+        ["functions retrieved", 5], ["tests dropped", 3], ["functions kept with tests", 2]
+    ]  # fmt: skip
+
+
+def test_stats_dropped_includes_the_test_drop_reasons(tmp_path):
+    assert scripted_run(tmp_path, ANSWERS) == 0
+    dropped = shard_stats(tmp_path / "out")["dropped"]
+    assert {k: dropped[k] for k in ("unparseable_tests", "redefines_function", "no_answer")} == {
+        "unparseable_tests": 1, "redefines_function": 1, "no_answer": 1
+    }  # fmt: skip

@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from processing.args import start_script
+from processing.args import SandboxArgs, start_script
+from processing.evalsets import BIGCODEBENCH_SPLIT, BIGCODEBENCH_SUBSETS
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import hub_reachable
-from sandbox import Sandbox, SandboxConfig, SandboxUnavailable, WorkerFailure
+from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
 from train.scoring import mean_pass_at_k, problem_score, score_candidates
 from train.tasks import BENCHMARKS, COMPLETION_STOP, MODES, BenchmarkUnavailable, Problem, load_problems
 
@@ -54,10 +55,9 @@ class EvalArgs:
         default=None, metadata={"help": "where results go (default: eval_results/<model>-<mode>)"}
     )
     bigcodebench_subset: str = field(default="full", metadata={"help": "full (1140 tasks) or hard (148)"})
-    bigcodebench_split: str = field(default="v0.1.4", metadata={"help": "BigCodeBench release (a split of its repo)"})
-    sandbox_timeout: float = field(default=30.0, metadata={"help": "wall-clock seconds per program"})
-    sandbox_memory_mb: int = field(default=4096, metadata={"help": "memory cap per program"})
-    sandbox_workers: int | None = field(default=None, metadata={"help": "sandbox workers (default: all cores)"})
+    bigcodebench_split: str = field(
+        default=BIGCODEBENCH_SPLIT, metadata={"help": "BigCodeBench release (a split of its repo)"}
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
     def __post_init__(self) -> None:
@@ -70,8 +70,16 @@ class EvalArgs:
             raise ValueError(f"every --k must be between 1 and --n_samples ({self.n_samples}), got {self.k}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
-        if self.bigcodebench_subset not in ("full", "hard"):
-            raise ValueError("--bigcodebench_subset must be full or hard")
+        if self.bigcodebench_subset not in BIGCODEBENCH_SUBSETS:
+            raise ValueError(f"--bigcodebench_subset must be one of {', '.join(BIGCODEBENCH_SUBSETS)}")
+
+
+@dataclass
+class EvalSandboxArgs(SandboxArgs):
+    """The shared sandbox flags, with a longer time limit by default: benchmark tests
+    (BigCodeBench's above all) do more work than a function's unit tests."""
+
+    sandbox_timeout: float = field(default=30.0, metadata={"help": "wall-clock seconds per program in the sandbox"})
 
 
 @dataclass
@@ -164,18 +172,15 @@ def table(results: dict, ks: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    classes = (EvalArgs, EvalGenerationArgs)
-    (args, gen), command = start_script("train/evaluate.py", classes, __doc__, argv)
+    classes = (EvalArgs, EvalSandboxArgs, EvalGenerationArgs)
+    (args, box, gen), command = start_script("train/evaluate.py", classes, __doc__, argv)
     if gen.temperature == 0 and args.n_samples > 1:
         logger.warning("--n_samples %d with --temperature 0: the samples will be (nearly) identical", args.n_samples)
     started = time.time()
     online = any(b != "humaneval" for b in args.benchmarks) and hub_reachable()
     try:
         generator = build_generator(gen)
-        workers = {"workers": args.sandbox_workers} if args.sandbox_workers else {}
-        sandbox = Sandbox(
-            SandboxConfig(timeout=args.sandbox_timeout, memory_mb=args.sandbox_memory_mb, **workers)
-        ).start()
+        sandbox = Sandbox(box.config()).start()
     except (ValueError, GenerationError, SandboxUnavailable) as exc:
         logger.error("%s", exc)
         return 2
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": generator.backend.name,
         "mode": args.mode,
         "sampling": asdict(sampling) | ({"stop": COMPLETION_STOP} if args.mode == "complete" else {}),
-        "sandbox": {"timeout_s": args.sandbox_timeout, "memory_mb": args.sandbox_memory_mb},
+        "sandbox": {"timeout_s": box.sandbox_timeout, "memory_mb": box.sandbox_memory_mb},
         "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "benchmarks": {},

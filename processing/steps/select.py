@@ -1,0 +1,130 @@
+"""Stage 1's selection step: the decisions that depend on other rows.
+
+The extraction step (``processing.steps.extract``) decides every row from its own
+content; what is left needs to know what came before: a candidate function is dropped
+as ``contaminated`` (it shares an n-gram with a benchmark solution, flagged during
+extraction), ``duplicate`` (same code after normalising whitespace and comments as an
+earlier kept function) or ``near_duplicate`` (MinHash Jaccard above the threshold
+against an earlier kept function), and the run stops at ``--limit`` kept functions.
+
+Order, and why results do not depend on how the work was split
+---------------------------------------------------------------
+``Selector`` is fed the extraction's output tables in input order (corpus row order,
+and within a file: the file row, then its functions in source order) and walks each
+table in row order, so **the first copy by input order wins** and the copy that is
+dropped names the earliest kept copy it matches. Extraction preserves input order
+whatever its batch size or number of processes (``datasets.map`` concatenates its
+shards in order; streaming is sequential), so for one input order the kept rows, the
+rejected rows and the counts are the same with any ``--num_proc``, ``--block_files``
+or ``--streaming``. With ``--limit N`` the input is read up to and including the
+function that is kept N-th: nothing after it is counted or written, wherever a table
+boundary falls. Each shard of a job array selects on its own (deduplication is per
+shard), so shards may keep copies of one another's functions.
+
+Kept and rejected rows leave as Arrow tables in the extraction's schema
+(``EXTRACTED_FEATURES``) with ``drop_reason`` and ``detail`` filled in; rows dropped
+during extraction pass through as table slices, so millions of dropped methods cost
+next to nothing here. Only candidate functions become Python rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from processing.dedup import Deduplicator
+
+
+class Selector:
+    """The order-dependent pass over extracted rows: contamination, duplicates, the limit.
+
+    Holds the deduplication index and the counts (files read, bytes, functions found,
+    functions kept, drops per reason at file and function level) across all tables of
+    one run.
+    """
+
+    def __init__(self, dedup: Deduplicator, limit: int | None = None):
+        self.dedup = dedup
+        self.limit = limit
+        self.counts: Counter = Counter({"files": 0, "bytes": 0, "functions": 0, "kept": 0})
+        self.files_dropped: Counter = Counter()
+        self.functions_dropped: Counter = Counter()
+
+    @property
+    def done(self) -> bool:
+        """Whether ``--limit`` functions have been kept (feed no more tables then)."""
+        return self.limit is not None and self.counts["kept"] >= self.limit
+
+    def _decide(self, row: dict) -> tuple[str | None, str | None]:
+        """(drop reason, detail) of a candidate function; (None, None) keeps it."""
+        if row["contaminated"]:
+            return "contaminated", "shares n-grams with a benchmark solution"
+        reason, first = self.dedup.check(row["id"], row["exact_key"], row["signature"])
+        return (reason, f"copy of {first}") if reason else (None, None)
+
+    def select(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """(kept, rejected) rows of one table of extracted rows, taken in order.
+
+        Both are slices of ``table`` with its columns; ``rejected`` holds the rows
+        dropped during extraction and the candidates dropped here, in input order.
+        Once the limit is reached the rest of the table is left out.
+        """
+        if self.done:
+            return table.slice(0, 0), table.slice(0, 0)
+        levels = table.column("level").to_pylist()
+        reasons = table.column("drop_reason").to_pylist()
+        candidates = [i for i, (lv, r) in enumerate(zip(levels, reasons)) if lv == "function" and r is None]
+        stop = len(levels)
+        kept: list[int] = []
+        new_reasons: list[str | None] = [None] * len(levels)
+        new_details: list[str | None] = [None] * len(levels)
+        if candidates:
+            for position, row in zip(candidates, table.take(pa.array(candidates, pa.int64())).to_pylist()):
+                reason, detail = self._decide(row)
+                if reason:
+                    new_reasons[position], new_details[position] = reason, detail
+                    reasons[position] = reason
+                    continue
+                kept.append(position)
+                self.counts["kept"] += 1
+                if self.done:
+                    stop = position + 1
+                    break
+        self._count(levels[:stop], reasons[:stop], table.column("file_bytes").to_pylist()[:stop])
+        table = table.slice(0, stop)
+        table = _fill(table, "drop_reason", new_reasons[:stop])
+        table = _fill(table, "detail", new_details[:stop])
+        rejected = [i for i in range(stop) if reasons[i] is not None]
+        return table.take(pa.array(kept, pa.int64())), table.take(pa.array(rejected, pa.int64()))
+
+    def _count(self, levels: list[str], reasons: list[str | None], sizes: list[int | None]) -> None:
+        for level, reason, size in zip(levels, reasons, sizes):
+            if level == "file":
+                self.counts["files"] += 1
+                self.counts["bytes"] += size or 0
+                if reason:
+                    self.files_dropped[reason] += 1
+            else:
+                self.counts["functions"] += 1
+                if reason:
+                    self.functions_dropped[reason] += 1
+
+    def stats(self) -> dict:
+        """The counts so far: ``counts`` (files, bytes, functions, kept) and drops per reason."""
+        return {
+            "counts": dict(self.counts),
+            "files_dropped": dict(self.files_dropped.most_common()),
+            "functions_dropped": dict(self.functions_dropped.most_common()),
+        }
+
+
+def _fill(table: pa.Table, name: str, values: list[str | None]) -> pa.Table:
+    """``table`` with column ``name`` replaced by ``values`` where they are not None."""
+    if not any(v is not None for v in values):
+        return table
+    index = table.schema.get_field_index(name)
+    column = table.column(index)
+    update = pa.array(values, type=column.type)
+    return table.set_column(index, name, pc.if_else(pc.is_valid(update), update, column))
