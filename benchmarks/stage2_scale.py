@@ -94,7 +94,9 @@ def rows_of(out: Path) -> list[tuple]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000], help="input rows per run")
-    parser.add_argument("--resume_size", type=int, default=None, help="rows of the kill/resume run (default: the largest size)")
+    parser.add_argument(
+        "--resume_size", type=int, default=None, help="rows of the kill/resume run (default: the largest size)"
+    )
     parser.add_argument("--kill_at", type=float, default=0.6, help="kill the run at this share of the full run's time")
     parser.add_argument("--chunk_size", type=int, default=2048, help="stage 2's --chunk_size")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers")

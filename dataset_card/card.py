@@ -150,7 +150,9 @@ def render_card(
     title = title or text.title
     license_id = licenses[0] if len(licenses) == 1 else "other"
     header = {
-        "configs": [{"config_name": name, "data_files": [{"split": "train", "path": path}]} for name, path in CONFIGS.items()],
+        "configs": [
+            {"config_name": name, "data_files": [{"split": "train", "path": path}]} for name, path in CONFIGS.items()
+        ],
         "license": license_id,
         "tags": ["code", "unitcoder", "synthetic", "unit-tests"],
         "task_categories": ["text-generation"],
@@ -167,12 +169,18 @@ def render_card(
     ]
     if picture:
         sections.append("![funnel](funnel.png)")
-    if stats.get("shards", 1) > 1:
-        sections.append(f"Shards: {stats['shards']} (counts are summed over every shard)")
+    missing = stats.get("shards_missing", 0)
+    if stats.get("shards", 1) > 1 or missing:
+        shards = stats.get("shards", 1)
+        sections.append(f"Shards: {shards} of {shards + missing} finished (counts are summed over the finished shards)")
     sections.append(_table(("step", text.unit), [tuple(pair) for pair in stats["funnel"]]))
-    sections.append("Rejected, by reason:\n\n" + _table(("drop_reason", text.unit), list(stats["dropped"].items()), code=True))
+    sections.append(
+        "Rejected, by reason:\n\n" + _table(("drop_reason", text.unit), list(stats["dropped"].items()), code=True)
+    )
     if "packages" in stats:
-        sections.append("## Package coverage\n\n" + _table(("package", "rows"), list(stats["packages"].items()), code=True))
+        sections.append(
+            "## Package coverage\n\n" + _table(("package", "rows"), list(stats["packages"].items()), code=True)
+        )
     sections.append("## How it was made\n\n" + "\n".join(_provenance(stage, settings, command)))
     if versions:
         history = "\n".join(

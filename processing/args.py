@@ -108,7 +108,9 @@ def _resolve_aliases(values: dict, mapping: dict[str, str], where: str, flag: st
             continue
         new = mapping[old]
         if new in values:
-            raise ValueError(f"{where} gives both {flag}{old} and {flag}{new}; {flag}{old} is the old name of {flag}{new}")
+            raise ValueError(
+                f"{where} gives both {flag}{old} and {flag}{new}; {flag}{old} is the old name of {flag}{new}"
+            )
         warnings.warn(
             f"{flag}{old} in {where} is deprecated and will be removed; use {flag}{new}", FutureWarning, stacklevel=3
         )

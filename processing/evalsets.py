@@ -54,7 +54,9 @@ SOLUTION_FIELDS = {
 OFFLINE_REASON = "the Hugging Face Hub is not reachable from here, and the benchmark ships no local copy"
 
 
-def hub_source(name: str, *, bigcodebench_subset: str = "full", bigcodebench_split: str = BIGCODEBENCH_SPLIT) -> HubSource:
+def hub_source(
+    name: str, *, bigcodebench_subset: str = "full", bigcodebench_split: str = BIGCODEBENCH_SPLIT
+) -> HubSource:
     """The Hub location of a Hub benchmark (``mbpp`` or ``bigcodebench``)."""
     if name == "mbpp":
         return MBPP

@@ -3,24 +3,24 @@
 A stage's output folder is what a Hub dataset repo holds, so ``load_dataset(folder)``
 reads it and ``upload_folder`` publishes it unchanged::
 
-    README.md                               YAML ``configs``: default -> data/, rejected -> rejected/
+    README.md                               the card (dataset_card/): YAML ``configs``, funnel, provenance
+    funnel.png                              the funnel as a picture
     data/train-0000I-of-0000N.parquet       kept rows of shard I of N
     rejected/train-0000I-of-0000N.parquet   dropped rows with their drop_reason
-    stats/shard-0000I-of-0000N.json         the shard's funnel (counts per reason)
+    stats/shard-0000I-of-0000N.json         the shard's counts (``funnel``, ``dropped``, ...)
 
-Shards of a job array write different files into one folder; each rewrites README.md
-from all the stats files present, so the folder is one dataset without a merge step.
+Shards of a job array write different files into one folder (stage 2's local engine
+also keeps finished chunks under ``.work/`` until its shard is complete, and merges the
+shards' counts into one card).
 Parquet files are written row group by row group under a hidden name and renamed when
 complete, so a killed run never leaves a truncated file where ``load_dataset`` looks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
-from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -134,7 +134,9 @@ class InputTable:
     def hub(cls, repo_id: str, revision: str | None = None, split: str = "train") -> InputTable:
         data = datasets.load_dataset(repo_id, split=split, revision=revision)
         table = data.data.table
-        return cls(len(table), table.column_names, lambda a, b: table.slice(a, b - a), f"{repo_id}@{revision or 'main'}")
+        return cls(
+            len(table), table.column_names, lambda a, b: table.slice(a, b - a), f"{repo_id}@{revision or 'main'}"
+        )
 
     def limit(self, rows: int | None) -> InputTable:
         if rows is not None and rows < self.num_rows:
@@ -147,59 +149,6 @@ class InputTable:
     def shard_bounds(self, index: int, count: int) -> tuple[int, int]:
         size = -(-self.num_rows // count)
         return min(self.num_rows, index * size), min(self.num_rows, (index + 1) * size)
-
-
-def write_readme(output_dir: Path, title: str, summary: str) -> None:
-    """README.md with the two configs, and the funnel of every shard's stats file."""
-    stats = [json.loads(p.read_text()) for p in sorted((output_dir / "stats").glob("shard-*.json"))]
-    header = (
-        "---\nconfigs:\n"
-        "- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
-        "- config_name: rejected\n  data_files:\n  - split: train\n    path: rejected/train-*.parquet\n"
-        "tags:\n- code\n- unitcoder\n---\n"
-    )
-    body = [f"# {title}\n", summary.strip() + "\n"]
-    if stats:
-        body.append(funnel_markdown(stats))
-    body.append(
-        "```python\nfrom datasets import load_dataset\n\n"
-        'kept = load_dataset("<this folder or repo>", split="train")\n'
-        'rejected = load_dataset("<this folder or repo>", "rejected", split="train")\n```\n'
-    )
-    (output_dir / "README.md").write_text(header + "\n" + "\n".join(body))
-
-
-def funnel_markdown(stats: list[dict]) -> str:
-    """A table of the summed counts across shards: files and functions, per drop reason."""
-    totals: Counter = Counter()
-    files: Counter = Counter()
-    functions: Counter = Counter()
-    for shard in stats:
-        totals.update(shard["counts"])
-        files.update(shard["files_dropped"])
-        functions.update(shard["functions_dropped"])
-    lines = [
-        f"Shards: {len(stats)} of {stats[0]['num_shards']}\n",
-        "| step | count |",
-        "|---|---|",
-        f"| files read | {totals['files']} |",
-        f"| MB read | {totals['bytes'] / 1e6:.1f} |",
-    ]
-    lines += [f"| files dropped: `{reason}` | {n} |" for reason, n in files.most_common()]
-    lines.append(f"| functions found | {totals['functions']} |")
-    lines += [f"| functions dropped: `{reason}` | {n} |" for reason, n in functions.most_common()]
-    lines.append(f"| **functions retrieved** | **{totals['kept']}** |")
-    tests = [shard["test_generation"] for shard in stats if shard.get("test_generation")]
-    if tests:
-        dropped: Counter = Counter()
-        for shard in tests:
-            dropped.update(shard["dropped"])
-        lines.append(
-            f"| unit-test answers (model `{tests[0]['test_model']}`, prompt `{tests[0]['test_prompt_hash']}`) | {sum(t['answers'] for t in tests)} |"
-        )
-        lines += [f"| tests dropped: `{reason}` | {n} |" for reason, n in dropped.most_common()]
-        lines.append(f"| **functions kept with tests** | **{sum(t['kept'] for t in tests)}** |")
-    return "\n".join(lines) + "\n"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -227,7 +176,7 @@ def push_folder(output_dir: Path, repo_id: str, message: str, token: str | None 
         repo_type="dataset",
         folder_path=str(output_dir),
         commit_message=message,
-        allow_patterns=["README.md", "data/*.parquet", "rejected/*.parquet", "stats/*.json"],
+        allow_patterns=["README.md", "funnel.png", "data/*.parquet", "rejected/*.parquet", "stats/*.json"],
     )
     return str(getattr(commit, "commit_url", commit))
 

@@ -166,7 +166,9 @@ def parse_packages(packages: str | None = None, packages_file: str | None = None
     if packages_file:
         path = Path(packages_file)
         if not path.is_file():
-            raise ValueError(f"--packages_file {packages_file} does not exist; give a file with one import name per line")
+            raise ValueError(
+                f"--packages_file {packages_file} does not exist; give a file with one import name per line"
+            )
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line:

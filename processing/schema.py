@@ -31,9 +31,7 @@ KEPT_FEATURES = datasets.Features({**_FUNCTION, "imports": STRINGS, "packages": 
 TESTED_FEATURES = datasets.Features(
     {**KEPT_FEATURES, "test_code": STRING, "test_model": STRING, "test_backend": STRING, "test_prompt_hash": STRING}
 )
-STAGE1_REJECTED_FEATURES = datasets.Features(
-    {**_FUNCTION, "level": STRING, "drop_reason": STRING, "detail": STRING}
-)
+STAGE1_REJECTED_FEATURES = datasets.Features({**_FUNCTION, "level": STRING, "drop_reason": STRING, "detail": STRING})
 # What the extraction map emits: file and function rows with what selection needs.
 EXTRACTED_FEATURES = datasets.Features(
     {
@@ -88,9 +86,7 @@ STAGE2_WORK_COLUMNS = {
     "drop_reason": STRING,
     "detail": STRING,
 }
-STAGE2_WORK_FEATURES = datasets.Features(
-    {**VERIFIED_FEATURES, **STAGE2_WORK_COLUMNS}
-)
+STAGE2_WORK_FEATURES = datasets.Features({**VERIFIED_FEATURES, **STAGE2_WORK_COLUMNS})
 
 # ----------------------------------------------------------------------------- training
 

@@ -34,12 +34,14 @@ import pyarrow.parquet as pq
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from dataset_card import funnel_plot, render_card
 from processing.args import start_script
 from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
+from processing.engine import add_stats
 from processing.evalsets import check_names
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
-from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name, write_readme
+from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
 from processing.languages import PromptTemplate
 from processing.packages import parse_packages
 from processing.schema import EXTRACTED_FEATURES, KEPT_FEATURES, TESTED_FEATURES
@@ -225,7 +227,7 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
-    (inp, ret, gen, run), _ = start_script("processing/stage1.py", classes, __doc__, argv)
+    (inp, ret, gen, run), command = start_script("processing/stage1.py", classes, __doc__, argv)
     started = time.time()
     # Everything that can be wrong with the input stops the run here, before any file is written.
     try:
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
     rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
     stats = retrieve(corpus, plan, benchmarks, inp, ret, run, ParquetSink(retrieved_path, KEPT_FEATURES), rejected_sink)
-    stats["input"] = described
+    stats["input"], stats["input_revision"] = described, inp.input_revision
     if generator:
         try:
             stats["test_generation"] = write_tests(
@@ -280,18 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     (output / "stats" / f"shard-{inp.shard_index:05d}-of-{inp.num_shards:05d}.json").write_text(
         json.dumps(stats, indent=2)
     )
-    what = "functions with LLM-written unit tests" if generator else "functions (retrieval only)"
-    tested_by = f", each with a `test_code` module of unittest tests written by {generator.model_id}" if generator else ""
-    write_readme(
-        output,
-        "unitcoder stage 1: " + what,
-        f"Self-contained Python functions that use target packages, retrieved from {described} "
-        f"by unitcoder stage 1 ({len(plan.packages)} target packages){tested_by}. "
-        "The `rejected` config holds every dropped file and function with its `drop_reason`.",
-    )
+    write_card(output, inp.num_shards, command)
     log_funnel(stats)
     if run.push:
         try:
+            what = "functions with LLM-written unit tests" if generator else "functions (retrieval only)"
             url = push_folder(output, run.repo_id, f"stage 1: {stats['kept']} {what} from {described}")
         except Exception as exc:
             logger.error(
@@ -306,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def retrieve(corpus, plan: Plan, benchmarks, inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink, rejected_sink):
+def retrieve(
+    corpus, plan: Plan, benchmarks, inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink, rejected_sink
+):
     """The extraction and selection steps, written to the sinks as they go; returns the stats."""
     kwargs = {
         "packages": plan.packages,
@@ -405,6 +402,35 @@ def shared_layout(stats: dict) -> dict:
         funnel += [["tests dropped", sum(tests["dropped"].values())], ["functions kept with tests", tests["kept"]]]
         dropped.update(tests["dropped"])
     return {"funnel": funnel, "dropped": dict(dropped.most_common())}
+
+
+def write_card(output: Path, num_shards: int, command: str) -> None:
+    """README.md and funnel.png from every finished shard's stats (each shard of a job array
+    rewrites them, so the folder is one dataset without a merge step)."""
+    records = [json.loads(p.read_text()) for p in sorted((output / "stats").glob(f"shard-*-of-{num_shards:05d}.json"))]
+    total: dict = {}
+    for record in records:
+        total = add_stats(total, {"funnel": record["funnel"], "dropped": record["dropped"]})
+    first, tests = records[0], records[0].get("test_generation") or {}
+    settings = {
+        "input": first["input"],
+        "input_revision": first.get("input_revision"),
+        "model": tests.get("test_model"),
+        "backend": tests.get("test_backend"),
+        "sampling": tests.get("sampling"),
+        "prompt_hashes": {"unit_test": tests["test_prompt_hash"]} if tests else None,
+        "packages": first["packages"],
+        "decontaminated_against": first["decontaminated_against"],
+        "decontamination_skipped": first["decontamination_skipped"],
+    }
+    stats = {"funnel": total["funnel"], "dropped": total["dropped"], "shards": len(records)}
+    if len(records) < num_shards:
+        stats["shards_missing"] = num_shards - len(records)
+    funnel_plot(stats["funnel"], output / "funnel.png", title="unitcoder stage 1 funnel")
+    card = render_card(stage="stage1", stats=stats, settings=settings, command=command)
+    partial = output / ".README.md.partial"
+    partial.write_text(card)
+    partial.replace(output / "README.md")
 
 
 def log_funnel(stats: dict) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions
 from processing.args import SandboxArgs, start_script
-from processing.engine import ChunkOutput, LocalEngine, OutputConflict, add_stats, completed_shards
+from processing.engine import ChunkOutput, LocalEngine, add_stats, completed_shards
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import InputTable, publish_version
 from processing.languages import PromptTemplate, get_language
@@ -127,7 +127,12 @@ def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
     dropped = Counter(batch["drop_reason"][i] for i, s in enumerate(state) if s != "passing")
     packages = Counter(p for i, s in enumerate(state) if s == "passing" for p in (batch["packages"][i] or []))
     licenses = sorted({lic for lics in batch["licenses"] for lic in (lics or [])})
-    return {"counts": counts, "dropped": dict(dropped), "packages": dict(packages), "licenses": dict.fromkeys(licenses, 1)}
+    return {
+        "counts": counts,
+        "dropped": dict(dropped),
+        "packages": dict(packages),
+        "licenses": dict.fromkeys(licenses, 1),
+    }
 
 
 def split_rows(batch: dict[str, list]) -> dict[str, dict[str, list]]:
@@ -292,7 +297,9 @@ def merge_only(args: Stage2Args) -> int:
     done = completed_shards(output, fingerprint, num_shards)
     missing = sorted(set(range(num_shards)) - set(done))
     if missing:
-        logger.error("shards %s of %d are not finished; run them, then --merge", ", ".join(map(str, missing)), num_shards)
+        logger.error(
+            "shards %s of %d are not finished; run them, then --merge", ", ".join(map(str, missing)), num_shards
+        )
         return 1
     return finish(output, done, args)
 
@@ -336,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     except GenerationError as exc:
-        logger.error("generation stopped: %s; rerun the same command to resume (finished chunks and answers are kept)", exc)
+        logger.error(
+            "generation stopped: %s; rerun the same command to resume (finished chunks and answers are kept)", exc
+        )
         return 1
     except WorkerFailure as exc:  # infrastructure, not the code's fault: stop rather than reject rows
         logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
@@ -346,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     if not summary.already_done:
         engine.commit(
             summary,
-            {"settings": settings, "versions": package_versions(), "command": command, "wall_s": round(time.time() - started, 2)},
+            {
+                "settings": settings,
+                "versions": package_versions(),
+                "command": command,
+                "wall_s": round(time.time() - started, 2),
+            },
         )
         logger.info(
             "shard %d of %d: %d chunks run, %d done earlier; %d rows in %.1fs",

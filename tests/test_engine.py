@@ -23,7 +23,9 @@ FEATURES = {
 
 def write_input(folder: Path, rows: int, text_bytes: int = 1000) -> InputTable:
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    table = pa.table({"id": [f"r{i}" for i in range(rows)], "text": [f"{i:08d}" * (text_bytes // 8) for i in range(rows)]})
+    table = pa.table(
+        {"id": [f"r{i}" for i in range(rows)], "text": [f"{i:08d}" * (text_bytes // 8) for i in range(rows)]}
+    )
     pq.write_table(table, folder / "data" / "train-00000-of-00001.parquet", row_group_size=250)
     return InputTable.local(folder)
 
@@ -134,3 +136,8 @@ def test_stats_add_numbers_and_recurse_into_dicts():
         "counts": {"a": 3, "b": 3},
         "name": "x",
     }
+
+
+def test_funnels_add_by_label_in_order():
+    total = add_stats({"funnel": [["in", 3], ["kept", 1]]}, {"funnel": [["in", 2], ["kept", 2], ["tested", 1]]})
+    assert total["funnel"] == [["in", 5], ["kept", 3], ["tested", 1]]

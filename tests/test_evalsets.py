@@ -27,7 +27,7 @@ MBPP_ROW = {
 }
 BIGCODEBENCH_ROW = {
     "task_id": "BigCodeBench/0",
-    "complete_prompt": "import itertools\n\ndef task_func(numbers):\n    \"\"\"Sum of the numbers.\"\"\"\n",
+    "complete_prompt": 'import itertools\n\ndef task_func(numbers):\n    """Sum of the numbers."""\n',
     "instruct_prompt": "Write task_func(numbers) that returns the sum of the numbers.",
     "canonical_solution": "    total = 0\n    for n in itertools.chain(numbers):\n        total += n\n    return total\n",
     "code_prompt": "import itertools\n\ndef task_func(numbers):\n",
@@ -138,10 +138,14 @@ def test_a_hub_failure_reads_the_same_in_both_consumers(broken_hub):
     ngrams = dedup.load_benchmarks(("mbpp",), 13, hub_reachable=True)
     with pytest.raises(tasks.BenchmarkUnavailable) as unavailable:
         tasks.load_problems("mbpp", hub_reachable=True)
-    assert ngrams.skipped["mbpp"] == str(unavailable.value) and "google-research-datasets/mbpp" in str(unavailable.value)
+    assert ngrams.skipped["mbpp"] == str(unavailable.value) and "google-research-datasets/mbpp" in str(
+        unavailable.value
+    )
 
 
-@pytest.mark.parametrize("load", [lambda: dedup.load_benchmarks(("apps",), 13, False), lambda: tasks.load_problems("apps")])
+@pytest.mark.parametrize(
+    "load", [lambda: dedup.load_benchmarks(("apps",), 13, False), lambda: tasks.load_problems("apps")]
+)
 def test_an_unknown_benchmark_is_refused_by_both_consumers(load):
     with pytest.raises(ValueError, match="unknown benchmark 'apps'"):
         load()

@@ -84,6 +84,7 @@ def test_command_line_run_writes_a_loadable_hub_layout(real_sources, tmp_path):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "README.md",
         "data/train-00000-of-00001.parquet",
+        "funnel.png",
         "rejected/train-00000-of-00001.parquet",
         "stats/shard-00000-of-00001.json",
     ]
@@ -295,7 +296,7 @@ def test_shards_of_a_job_array_form_one_dataset(real_sources, tmp_path, streamin
     assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "whole")) == 0
     sharded, whole = kept(out), kept(tmp_path / "whole")
     assert set(whole["id"]) <= set(sharded["id"])  # dedup is per shard: a shard may keep a copy
-    assert "Shards: 2 of 2" in (out / "README.md").read_text()
+    assert "Shards: 2 of 2 finished" in (out / "README.md").read_text()
 
 
 def test_streamed_single_file_input_is_sharded_by_row(real_sources, tmp_path):
@@ -341,6 +342,7 @@ def test_push_uploads_the_folder_in_one_commit(real_sources, tmp_path, monkeypat
     assert upload[3] == [
         "README.md",
         "data/train-00000-of-00001.parquet",
+        "funnel.png",
         "rejected/train-00000-of-00001.parquet",
         "stats/shard-00000-of-00001.json",
     ]
@@ -428,7 +430,7 @@ def test_stage1_writes_tests_for_every_retrieved_function(tmp_path, caplog):
     reasons = {r["function_name"]: r["drop_reason"] for r in rejected(tmp_path / "out") if r["level"] == "function"}
     assert reasons == {"rambling": "unparseable_tests", "redefining": "redefines_function", "silent": "no_answer"}
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "functions kept with tests** | **2**" in readme and "tests dropped: `no_answer` | 1" in readme
+    assert "| functions kept with tests | 2 |" in readme and "| `no_answer` | 1 |" in readme
     assert "functions kept with tests: 2" in caplog.text
     assert not (tmp_path / "out" / ".retrieved").exists()
 

@@ -273,7 +273,9 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stag
     resumed = json.loads((tmp_path / "killed" / "stats" / "shard-00000-of-00001.json").read_text())["stats"]["usage"]
     uninterrupted = tmp_path / "fresh"
     assert stage2.main([*args_for(tmp_path, stage1_output, "fresh"), "--cache_dir", str(tmp_path / "other-cache")]) == 0
-    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["stats"]["usage"]["requests"]
+    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["stats"]["usage"][
+        "requests"
+    ]
     assert (resumed["cached"], resumed["requests"]) == (before, total - before)  # only what was never received
     for config in ("default", "rejected"):
         killed_rows = sorted(load(tmp_path / "killed", config).to_list(), key=lambda r: r["id"])
@@ -394,11 +396,18 @@ def test_the_same_command_after_a_finished_run_redoes_nothing(tmp_path, golden_i
 
 def test_stale_shards_of_another_num_shards_are_never_read(tmp_path, golden_input, caplog):
     for index in range(3):
-        assert stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "3"), "--shard_index", str(index)]) == 0
+        assert (
+            stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "3"), "--shard_index", str(index)])
+            == 0
+        )
     assert stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "2"), "--shard_index", "0"]) == 2
     assert "another --num_shards" in caplog.text
     for index in range(2):
-        argv = [*golden_args(tmp_path, golden_input, "out", "--num_shards", "2", "--overwrite"), "--shard_index", str(index)]
+        argv = [
+            *golden_args(tmp_path, golden_input, "out", "--num_shards", "2", "--overwrite"),
+            "--shard_index",
+            str(index),
+        ]
         assert stage2.main(argv) == 0
     names = sorted(p.name for p in (tmp_path / "out").rglob("*.parquet"))
     assert all("-of-00002" in name for name in names) and all_rows(tmp_path / "out") == expected_golden()
@@ -414,7 +423,7 @@ def test_two_shards_merge_into_one_card_that_adds_up(tmp_path, golden_input):
     single = tmp_path / "single"
     assert stage2.main(golden_args(tmp_path, golden_input, "single")) == 0
     expected_card = (single / "README.md").read_text()
-    for line in [l for l in expected_card.splitlines() if l.startswith("| ") and "`" not in l.split("|")[1]]:
+    for line in [row for row in expected_card.splitlines() if row.startswith("| ") and "`" not in row.split("|")[1]]:
         assert line in card  # funnel rows, e.g. "| input rows | 11 |", sum to the unsharded run's
     assert "| input rows | 11 |" in card and "| `no_tests` | 1 |" in card
     (tmp_path / "out" / "README.md").unlink()
@@ -429,6 +438,6 @@ def test_merge_and_push_publish_one_version_for_all_shards(tmp_path, golden_inpu
     assert stage2.main([*argv, "--shard_index", "0"]) == 0
     assert hub.calls == []  # not every shard is done: nothing pushed
     assert stage2.main([*argv, "--shard_index", "1"]) == 0
-    (_, _, files, card), = [c for c in hub.calls if c[0] == "upload_folder"]
+    ((_, _, files, card),) = [c for c in hub.calls if c[0] == "upload_folder"]
     assert "data/train-00000-of-00002.parquet" in files and "data/train-00001-of-00002.parquet" in files
     assert not any(f.startswith(".work") for f in files) and "| input rows | 11 |" in card

@@ -56,14 +56,22 @@ def input_digest(table: pa.Table, columns: tuple[str, ...] | None = None) -> tup
     return total % _DIGEST_MOD, len(table)
 
 
+def _is_funnel(value) -> bool:
+    return isinstance(value, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value)
+
+
 def add_stats(total: dict, part: dict) -> dict:
-    """Sum nested count dicts: numbers add, dicts recurse, anything else keeps the first value."""
+    """Sum nested count dicts: numbers add, dicts recurse, funnels (``[label, count]`` lists)
+    add by label in order, anything else keeps the first value."""
     out = dict(total)
     for key, value in part.items():
         if key not in out:
             out[key] = value
         elif isinstance(value, dict) and isinstance(out[key], dict):
             out[key] = add_stats(out[key], value)
+        elif _is_funnel(value) and _is_funnel(out[key]):
+            summed = add_stats(dict(out[key]), dict(value))
+            out[key] = [[label, summed[label]] for label in summed]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = round(out[key] + value, 6)
     return out
@@ -172,8 +180,10 @@ class LocalEngine:
         work = self.output / ".work"
         for shard_dir in sorted(work.glob("shard-*")) if work.is_dir() else []:
             run = _read_json(shard_dir / "run.json")
-            if not run or run.get("fingerprint") != self.fingerprint or not shard_dir.name.endswith(
-                f"-of-{self.num_shards:05d}"
+            if (
+                not run
+                or run.get("fingerprint") != self.fingerprint
+                or not shard_dir.name.endswith(f"-of-{self.num_shards:05d}")
             ):
                 foreign.append(shard_dir)
         return foreign

@@ -39,9 +39,13 @@ def fix_round_batch(
     out = {key: list(values) for key, values in batch.items()}
     out["attempts"] = [list(a) for a in batch["attempts"]]
     # Seeds move on each round: a pair whose prompt did not change gets new samples.
-    fix_sampling = Sampling(samples, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed + 1000 * round_)
+    fix_sampling = Sampling(
+        samples, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed + 1000 * round_
+    )
     conversations = [
-        fix_conversation(template, out["current_code"][i], out["test_code"][i], out["current_error"][i], out["function_name"][i])
+        fix_conversation(
+            template, out["current_code"][i], out["test_code"][i], out["current_error"][i], out["function_name"][i]
+        )
         for i in failing
     ]
     answers = generator.generate(conversations, fix_sampling, desc=f"fix round {round_}")
