@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from processing.packages import BIGCODEBENCH_LIBRARIES
 from processing.languages.python.functions import analyse_file, hollow_classes, import_prefilter, split_lines
+from processing.packages import BIGCODEBENCH_LIBRARIES
 
 PACKAGES = frozenset(BIGCODEBENCH_LIBRARIES)
 PREFILTER = import_prefilter(BIGCODEBENCH_LIBRARIES)
