@@ -2,8 +2,8 @@
 
 Stage 1 writes ``KEPT_FEATURES`` (retrieval only) or ``TESTED_FEATURES`` (with tests) to
 its ``default`` config and ``STAGE1_REJECTED_FEATURES`` to ``rejected``; stage 2 reads
-``STAGE2_INPUT_COLUMNS`` of that, works on ``STAGE2_WORK_FEATURES`` (a row's progress as
-columns) and writes ``VERIFIED_FEATURES`` / ``STAGE2_REJECTED_FEATURES``; ``train/sft.py``
+``STAGE2_INPUT_COLUMNS`` of that, works on ``STAGE2_WORK_COLUMNS`` (a row's progress as
+columns, beside the output columns) and writes ``VERIFIED_FEATURES`` / ``STAGE2_REJECTED_FEATURES``; ``train/sft.py``
 reads one of ``TRAINING_FORMATS`` from the verified rows.
 """
 
@@ -86,7 +86,6 @@ STAGE2_WORK_COLUMNS = {
     "drop_reason": STRING,
     "detail": STRING,
 }
-STAGE2_WORK_FEATURES = datasets.Features({**VERIFIED_FEATURES, **STAGE2_WORK_COLUMNS})
 
 # ----------------------------------------------------------------------------- training
 

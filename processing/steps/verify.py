@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from processing.schema import STAGE2_WORK_COLUMNS
+
 PASSING = "pass"
 FIXABLE = frozenset({"fail", "error", "timeout", "oom"})
 ERROR_EXCERPT = 1500
@@ -47,19 +49,16 @@ def verify_batch(batch: dict[str, list], *, sandbox) -> dict[str, list]:
     """Input columns (``code``, ``test_code``, ...) in; the same plus the progress columns out."""
     n = len(batch["code"])
     out = dict(batch)
+    out.update({name: [None] * n for name in STAGE2_WORK_COLUMNS})
     out.update(
         original_code=list(batch["code"]),
         code=list(batch["code"]),
         current_code=list(batch["code"]),
-        current_error=[None] * n,
         attempts=[[] for _ in range(n)],
         fix_rounds=[0] * n,
         variants=[[] for _ in range(n)],
         refined=[False] * n,
         refine_status=["skipped"] * n,
-        state=[None] * n,
-        drop_reason=[None] * n,
-        detail=[None] * n,
         tests_run=[None] * n,
         tests_passed=[None] * n,
         verify_duration_s=[None] * n,
