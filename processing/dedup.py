@@ -9,7 +9,6 @@ Benchmark solutions come from ``processing.evalsets``, the one loader of benchma
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from processing import evalsets
-from processing.languages.python import tokens
+from processing.languages import get_language
 
 logger = logging.getLogger(__name__)
 
@@ -79,33 +78,26 @@ class BenchmarkNgrams:
     """n-grams of benchmark solutions, and which benchmarks they came from."""
 
     n: int
+    language: str = "python"
     hashes: set[int] = field(default_factory=set)
     used: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, sources: list[str]) -> None:
         before = len(self.hashes)
+        normalized_tokens = get_language(self.language).normalized_tokens
         for source in sources:
             self.hashes |= ngram_hashes(normalized_tokens(source), self.n)
         self.used.append(name)
         logger.info("decontamination: %s, %d programs, %d n-grams", name, len(sources), len(self.hashes) - before)
 
 
-def normalized_tokens(source: str) -> list[str]:
-    """Tokens of the source as ``ast.unparse`` prints it (no comments, one formatting)."""
-    try:
-        source = ast.unparse(ast.parse(source))
-    except (SyntaxError, ValueError, RecursionError):
-        pass
-    return tokens(source)
-
-
-def load_benchmarks(names: tuple[str, ...], n: int, hub_reachable: bool) -> BenchmarkNgrams:
+def load_benchmarks(names: tuple[str, ...], n: int, hub_reachable: bool, language: str = "python") -> BenchmarkNgrams:
     """The n-grams of the named benchmarks' reference solutions (``processing.evalsets``):
     HumanEval always; MBPP and BigCodeBench when the Hub is reachable, otherwise skipped
     with the reason (logged, and kept in ``skipped``). Unknown names raise ValueError."""
     evalsets.check_names(names)
-    ngrams = BenchmarkNgrams(n)
+    ngrams = BenchmarkNgrams(n, language)
     for name in names:
         try:
             rows = evalsets.load_rows(name, hub_reachable=hub_reachable)

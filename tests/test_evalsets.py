@@ -10,7 +10,8 @@ import datasets
 import pytest
 
 from processing import dedup, evalsets
-from processing.dedup import ngram_hashes, normalized_tokens
+from processing.dedup import ngram_hashes
+from processing.languages.python import normalized_tokens
 from train import tasks
 
 MBPP_ROW = {

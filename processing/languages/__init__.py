@@ -4,8 +4,9 @@ A language is a package ``processing.languages.<name>`` whose ``__init__`` expos
 
 * ``NAME`` and ``PROMPT_DIR`` (the prompt templates: ``unit_test``, ``fix``, ``refine``);
 * retrieval: ``import_prefilter(packages)``, ``analyse_file(content, prefilter, packages,
-  max_bytes)`` (a ``FileRecord`` with one ``FunctionRecord`` per function) and
-  ``tokens(source)`` (what dedup and decontamination compare);
+  max_bytes)`` (a ``FileRecord`` with one ``FunctionRecord`` per function, with its
+  tokens) and ``normalized_tokens(source)`` (a benchmark solution's tokens, made the
+  same way, for decontamination);
 * answers: ``code_from_answer(answer, function_name)`` and ``parse_test_answer(answer,
   function_name)``;
 * formats: ``stub_implementations(code, function_name)``, ``split_prompt_completion(code,

@@ -17,6 +17,7 @@ from processing.languages.python.functions import (
     FunctionRecord,
     analyse_file,
     import_prefilter,
+    normalized_tokens,
     tokens,
 )
 
@@ -26,5 +27,5 @@ PROMPT_DIR = Path(__file__).parent / "prompts"
 __all__ = [
     "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "ParsedTests", "analyse_file",
     "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "import_prefilter",
-    "parse_test_answer", "split_prompt_completion", "stub_implementations", "tokens",
+    "normalized_tokens", "parse_test_answer", "split_prompt_completion", "stub_implementations", "tokens",
 ]  # fmt: skip

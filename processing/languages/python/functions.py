@@ -28,6 +28,16 @@ def tokens(source: str) -> list[str]:
     return TOKEN_RE.findall(source)
 
 
+def normalized_tokens(source: str) -> list[str]:
+    """Tokens of the source as ``ast.unparse`` prints it (no comments, one formatting), as
+    kept functions' tokens are made; source that does not parse is tokenised as it is."""
+    try:
+        source = ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError):
+        pass
+    return tokens(source)
+
+
 # Top-level def with at least one parameter (not "()" and not "(self" only matters later).
 TOP_LEVEL_DEF_RE = re.compile(r"^def\s+\w+\s*\(\s*[^)\s]", re.MULTILINE)
 
@@ -284,7 +294,7 @@ def analyse_function(
     except RecursionError:
         return drop("too_deeply_nested")
     record.exact_key = hashlib.sha1(normalized.encode("utf-8")).hexdigest()
-    record.tokens = TOKEN_RE.findall(normalized)
+    record.tokens = tokens(normalized)
     return record
 
 
