@@ -215,6 +215,16 @@ def funnel_rows(counts: dict, rounds: int) -> list[tuple[str, int]]:
     return rows
 
 
+def shared_layout(total: dict, rounds: int) -> dict:
+    """The stats layout every stage shares (``funnel``, ``dropped``, ...) from summed chunk counts."""
+    return {
+        "funnel": funnel_rows(total["counts"], rounds),
+        "dropped": dict(Counter(total.get("dropped", {})).most_common()),
+        "packages": dict(Counter(total.get("packages", {})).most_common()),
+        "usage": total.get("usage", {}),
+    }
+
+
 def version_tag(fingerprint: str) -> str:
     """Versions are named after the config fingerprint: the same input and settings, the same tag."""
     return f"unitcoder-{fingerprint[:12]}"
@@ -233,13 +243,7 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
     settings["fingerprint"] = fingerprint_of({"run": ordered[0]["fingerprint"], "inputs": inputs})
     settings["versions"] = ordered[0].get("versions", {})
     counts = total["counts"]
-    stats = {
-        "funnel": funnel_rows(counts, settings["rounds"]),
-        "dropped": dict(Counter(total.get("dropped", {})).most_common()),
-        "packages": dict(Counter(total.get("packages", {})).most_common()),
-        "usage": total.get("usage", {}),
-        "shards": len(ordered),
-    }
+    stats = shared_layout(total, settings["rounds"]) | {"shards": len(ordered)}
     licenses = sorted(total.get("licenses", {}))
     version = {
         "tag": version_tag(settings["fingerprint"]),
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.commit(
             summary,
             {
+                **shared_layout(summary.stats, args.rounds),
                 "settings": settings,
                 "versions": package_versions(),
                 "command": command,

@@ -270,10 +270,10 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stag
     before = cached_answers(tmp_path / "cache")
     assert 4 <= before < 15 and not (tmp_path / "killed" / "data").exists()  # killed mid-flow, nothing half-written
     assert subprocess.run(command, env=env, capture_output=True).returncode == 0
-    resumed = json.loads((tmp_path / "killed" / "stats" / "shard-00000-of-00001.json").read_text())["stats"]["usage"]
+    resumed = json.loads((tmp_path / "killed" / "stats" / "shard-00000-of-00001.json").read_text())["usage"]
     uninterrupted = tmp_path / "fresh"
     assert stage2.main([*args_for(tmp_path, stage1_output, "fresh"), "--cache_dir", str(tmp_path / "other-cache")]) == 0
-    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["stats"]["usage"][
+    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["usage"][
         "requests"
     ]
     assert (resumed["cached"], resumed["requests"]) == (before, total - before)  # only what was never received
