@@ -20,10 +20,28 @@ def test_bad_settings_raise_value_error_naming_the_field(settings, message):
         SandboxConfig(**settings)
 
 
-def test_defaults_respect_the_documented_caps():
-    config = SandboxConfig()
-    assert config.memory_mb <= 4096 and config.disk_mb <= 1024 and config.max_procs <= 256
-    assert config.effective_cpu_seconds == int(config.timeout)
+def test_the_zygote_gets_the_documented_default_limits_in_bytes():
+    # sandbox/README.md: 4 GiB address space, 1 GiB disk, 256 processes; the --timeout help: CPU seconds
+    # default to the wall-clock timeout (10 s)
+    assert SandboxConfig().limits() == {
+        "cpu_seconds": 10,
+        "memory_bytes": 4 * 1024**3,
+        "disk_bytes": 1024**3,
+        "max_procs": 256,
+    }
+
+
+@pytest.mark.parametrize(
+    "settings, cpu_seconds",
+    [
+        ({"timeout": 2.4}, 2),  # unset: the wall-clock timeout, rounded
+        ({"timeout": 2.6}, 3),
+        ({"timeout": 0.2}, 1),  # never below one second (RLIMIT_CPU 0 would kill at once)
+        ({"timeout": 30, "cpu_seconds": 3.7}, 4),  # set: wins over the timeout
+    ],
+)
+def test_cpu_seconds_follow_the_timeout_unless_set(settings, cpu_seconds):
+    assert SandboxConfig(**settings).limits()["cpu_seconds"] == cpu_seconds
 
 
 def test_preload_accepts_a_comma_separated_string():

