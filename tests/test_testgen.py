@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from processing.languages import PromptTemplate
@@ -74,7 +76,17 @@ def test_prompt_template_fills_code_with_braces_and_hashes_its_text(tmp_path):
     assert PromptTemplate.load("t", tmp_path).hash != template.hash
 
 
-def test_shipped_unit_test_prompt_asks_for_testcases():
-    template = PromptTemplate.load("unit_test")
-    user = template.conversation(code="CODE", function_name="NAME")[1]["content"]
-    assert "class TestCases(unittest.TestCase)" in user and "CODE" in user and "NAME" in user
+@pytest.mark.parametrize(
+    "name, values",
+    [
+        ("unit_test", {"code": "CODE", "function_name": "NAME"}),
+        ("fix", {"code": "CODE", "test_code": "TESTS", "error": "TRACE", "function_name": "NAME"}),
+        ("refine", {"code": "CODE", "function_name": "NAME"}),
+    ],
+)
+def test_shipped_prompts_use_exactly_the_values_their_step_fills(name, values):
+    """A misspelt or missing placeholder in a template would send the model a literal
+    ``{...}`` or leave out the code: every value the step passes lands, nothing else is left."""
+    system, user = (m["content"] for m in PromptTemplate.load(name).conversation(**values))
+    assert all(value in user for value in values.values())
+    assert not re.search(r"\{[a-z_]+\}", system + user)
