@@ -23,7 +23,7 @@ from typing import IO
 from sandbox.bwrap import SandboxUnavailable
 from sandbox.config import SandboxConfig
 from sandbox.pool import Sandbox, SandboxBroken, WorkerFailure
-from sandbox.verdict import REJECTED, SANDBOX_ERROR, VerifyResult
+from sandbox.verdict import REJECTED, SANDBOX_ERROR, VerifyResult, encodable
 
 logger = logging.getLogger("sandbox")
 
@@ -153,7 +153,7 @@ def run_verify(args: argparse.Namespace) -> int:
                         result = next(verdicts)
                     counts[result.status] += 1
                     row = output_row(row_id, result)
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    sink.write(encodable(json.dumps(row, ensure_ascii=False)) + "\n")
                 sink.flush()
                 if bar is not None:
                     bar.update(len(chunk))

@@ -117,7 +117,13 @@ class _Worker:
 
     def _read_frame(self, deadline: float) -> dict:
         (size,) = struct.unpack(">I", self._read_exact(4, deadline))
-        return json.loads(self._read_exact(size, deadline).decode("utf-8"))
+        body = self._read_exact(size, deadline)  # read whole: the stream stays in step
+        try:
+            return json.loads(body.decode("utf-8"))
+        except RecursionError:
+            # Only a program can nest a report this deep (in the result it hands back):
+            # its verdict is discarded, the worker is fine.
+            return {"setup_done": True, "result_forged": True}
 
     def run(self, request: dict) -> dict:
         if self.proc is None or self.proc.poll() is not None or self.served >= self.config.recycle_after:
@@ -246,7 +252,12 @@ class Sandbox:
                 if self._broken:
                     future.set_result({"infra_error": f"the sandbox gave up: {self._broken}"})
                     continue
-                future.set_result(self._run_with_retry(worker, request))
+                try:
+                    future.set_result(self._run_with_retry(worker, request))
+                except BaseException as exc:  # every future is resolved, whatever happens here
+                    logger.exception("worker %d: unexpected failure while serving a program", worker.slot)
+                    future.set_result({"infra_error": f"the sandbox failed unexpectedly: {type(exc).__name__}: {exc}"})
+                    worker.stop()
         finally:
             worker.stop()
 
@@ -353,10 +364,20 @@ class Sandbox:
             code_tree = ast.parse(code)
         except (SyntaxError, ValueError) as exc:
             return VerifyResult(ERROR, details=f"code does not parse: {exc}", reason="syntax_error")
+        except (RecursionError, MemoryError):
+            return VerifyResult(ERROR, details="code is nested too deeply to parse", reason="syntax_error")
         try:
             test_tree = ast.parse(test_code)
         except (SyntaxError, ValueError) as exc:
             return VerifyResult(ERROR, details=f"test_code does not parse: {exc}", reason="test_syntax_error")
+        except (RecursionError, MemoryError):
+            return VerifyResult(ERROR, details="test_code is nested too deeply to parse", reason="test_syntax_error")
+        try:
+            return self._plan(code_tree, test_tree)
+        except RecursionError:
+            return VerifyResult(ERROR, details="the code is nested too deeply to check", reason="syntax_error")
+
+    def _plan(self, code_tree: ast.Module, test_tree: ast.Module) -> TestPlan | VerifyResult:
         plan = count_tests(test_tree)
         if plan.count == 0:
             return VerifyResult(

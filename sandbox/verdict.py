@@ -36,12 +36,28 @@ class VerifyResult:
     duration_s: float = 0.0
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # Program output can hold lone surrogates (bytes decoded with surrogateescape);
+        # escaped here, so every verdict can be written as UTF-8 (JSONL, parquet, logs).
+        self.details = encodable(self.details)
+
     @property
     def passed(self) -> bool:
         return self.status == PASS
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def encodable(text) -> str:
+    """``text`` as a string that encodes to UTF-8: lone surrogates become ``\\udcXX`` escapes."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def clip(text: str, limit: int) -> str:
@@ -61,8 +77,24 @@ def _streams(report: dict, limit: int) -> str:
     return "\n".join(parts)
 
 
+_MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError, OverflowError)
+
+
 def compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) -> VerifyResult:
-    """Build the verdict from the zygote's report on one program."""
+    """Build the verdict from the zygote's report on one program.
+
+    Whatever shape the report has, this returns a verdict: a result the program could have
+    shaped (the ``result`` part) that cannot be read is ``rejected`` (``forged_result``),
+    never an exception that would lose the batch."""
+    try:
+        return _compose(report, plan, cpu_limit, details_chars)
+    except _MALFORMED as exc:
+        return VerifyResult(
+            REJECTED, details=f"the program's result could not be read ({type(exc).__name__})", reason="forged_result"
+        )
+
+
+def _compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) -> VerifyResult:
     duration = round(float(report.get("wall_s") or 0.0), 4)
 
     def verdict(status, details="", reason=None, run=0, passed=0):
