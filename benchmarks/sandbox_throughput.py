@@ -8,7 +8,9 @@ interpreter per program with as many running at once as the sandbox has workers.
 
 Printed per workload: the baseline's rate, the sandbox's rate on a started pool
 (steady state, as in the pipeline, where one pool serves a whole run) and including
-its start-up (a one-off CLI call), the ratios, and whether every verdict matched.
+its start-up (a one-off CLI call), the ratios, one warm pass with ``confirm=True`` (every
+pass re-run in a fresh interpreter by the independent driver) and its cost as a multiple
+of a plain warm pass, and whether every verdict matched.
 
     python benchmarks/sandbox_throughput.py [--workers N] [--repeats R] [--limit N] [--json OUT]
 """
@@ -35,8 +37,9 @@ def baseline(programs: list[dict], workers: int, timeout: float) -> tuple[float,
     return time.perf_counter() - start, [r.status for r in results]
 
 
-def sandboxed(programs: list[dict], config: SandboxConfig, repeats: int) -> tuple[float, float, list[str]]:
-    """(seconds including start-up for the first pass, median seconds of warm passes, statuses)."""
+def sandboxed(programs: list[dict], config: SandboxConfig, repeats: int) -> tuple[float, float, float, list[str]]:
+    """(seconds including start-up for the first pass, median seconds of warm passes, seconds of
+    one warm pass with every pass confirmed by the independent driver, statuses)."""
     pairs = [(row["code"], row["test_code"]) for row in programs]
     start = time.perf_counter()
     with Sandbox(config) as pool:
@@ -49,7 +52,12 @@ def sandboxed(programs: list[dict], config: SandboxConfig, repeats: int) -> tupl
             warm.append(time.perf_counter() - start)
             if again != statuses:
                 raise SystemExit("the sandbox gave different verdicts on a second pass")
-    return cold, statistics.median(warm), statuses
+        start = time.perf_counter()
+        confirmed = [r.status for r in pool.verify(pairs, confirm=True)]
+        confirm_s = time.perf_counter() - start
+        if confirmed != statuses:
+            raise SystemExit("the independent driver disagreed with the sandbox on an honest program")
+    return cold, statistics.median(warm), confirm_s, statuses
 
 
 def main() -> int:
@@ -70,7 +78,7 @@ def main() -> int:
         programs = humaneval_programs("canonical", prefix=prefix)[: args.limit]
         n = len(programs)
         base_s, base_statuses = baseline(programs, args.workers, args.timeout)
-        cold_s, warm_s, statuses = sandboxed(programs, config, args.repeats)
+        cold_s, warm_s, confirm_s, statuses = sandboxed(programs, config, args.repeats)
         same = statuses == base_statuses
         row = {
             "programs": n,
@@ -79,6 +87,8 @@ def main() -> int:
             "sandbox_cold_per_s": n / cold_s,
             "ratio_warm": base_s / warm_s,
             "ratio_cold": base_s / cold_s,
+            "sandbox_confirmed_per_s": n / confirm_s,
+            "confirm_cost": confirm_s / warm_s,
             "identical_verdicts": same,
             "passed": statuses.count("pass"),
         }
@@ -89,6 +99,8 @@ def main() -> int:
         print(f"  sandbox, including start-up   : {row['sandbox_cold_per_s']:8.1f} verdicts/s ({cold_s:.2f}s)")
         print(f"  ratio (started pool)          : {row['ratio_warm']:8.1f}x")
         print(f"  ratio (including start-up)    : {row['ratio_cold']:8.1f}x")
+        print(f"  sandbox, every pass confirmed : {row['sandbox_confirmed_per_s']:8.1f} verdicts/s ({confirm_s:.2f}s)")
+        print(f"  cost of --confirm             : {row['confirm_cost']:8.2f}x the time of a started pool")
         print(f"  identical verdicts            : {'yes' if same else 'NO'}")
     if args.json:
         with open(args.json, "w") as f:

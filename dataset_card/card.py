@@ -83,7 +83,9 @@ STAGES = {
         description=(
             "Python functions that use real packages, each paired with `unittest` tests and verified in a "
             "bubblewrap sandbox: the tests pass against `code`, and fail against trivial stand-ins (a body that "
-            "returns `None` or raises). Built by unitcoder's stage 2 (fix and refine, after *UnitCoder: Scalable "
+            "returns `None` or raises), and confirmed by a second run in a fresh interpreter with an independent "
+            "test driver (unless the card says that was off). Built by unitcoder's stage 2 (fix and refine, after "
+            "*UnitCoder: Scalable "
             "Iterative Code Synthesis with Unit Test Guidance*, Ma et al., 2025) from `{input}`."
         ),
         columns=(
@@ -112,7 +114,8 @@ def _provenance(stage: str, settings: dict, command: str) -> list[str]:
     if stage == "stage2":
         lines.append(
             f"Fix: {settings['samples']} samples per pair per round, up to {settings['rounds']} rounds, keeping up "
-            f"to {settings['keep_variants']} passing variant(s); refine: {'on' if settings.get('refine') else 'off'}"
+            f"to {settings['keep_variants']} passing variant(s); refine: {'on' if settings.get('refine') else 'off'}; "
+            f"second opinion (fresh interpreter, independent test driver): {'on' if settings.get('confirm') else 'off'}"
         )
     if settings.get("prompt_hashes"):
         lines.append(f"Prompt hashes: `{json.dumps(settings['prompt_hashes'])}`")

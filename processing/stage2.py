@@ -34,6 +34,7 @@ from processing.generation import GenerationArgs, GenerationError, Sampling, bui
 from processing.hub import InputTable, publish_version
 from processing.languages import PromptTemplate, get_language
 from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VERIFIED_FEATURES
+from processing.steps.confirm import confirm_batch
 from processing.steps.fix import fix_round_batch, give_up_batch
 from processing.steps.format import format_batch
 from processing.steps.guard import guard_batch
@@ -59,6 +60,13 @@ class Stage2Args:
     rounds: int = field(default=3, metadata={"help": "N: fix rounds at most"})
     keep_variants: int = field(default=1, metadata={"help": "m: passing variants kept per pair (the paper kept 2)"})
     skip_refine: bool = field(default=False, metadata={"help": "do not refine passing code"})
+    no_confirm: bool = field(
+        default=False,
+        metadata={
+            "help": "publish without the second opinion (every row is otherwise re-run in a fresh interpreter "
+            "with an independent test driver, and rejected as confirm_disagrees if it does not pass there)"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "use only the first N input rows"})
     chunk_size: int = field(
         default=2048,
@@ -121,6 +129,7 @@ def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
     counts |= {f"fixed_in_round_{r}": verified_at[r] for r in rounds_run}
     counts |= {
         "vacuous_tests": sum(r == "vacuous_tests" for r in batch["drop_reason"]),
+        "confirm_disagrees": sum(r == "confirm_disagrees" for r in batch["drop_reason"]),
         "refined": sum(bool(batch["refined"][i]) for i, s in enumerate(state) if s == "passing"),
         "verified": sum(s == "passing" for s in state),
     }
@@ -168,6 +177,8 @@ def process_chunk(
             batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling,
             language=LANGUAGE,
         )  # fmt: skip
+    if not args.no_confirm:
+        batch = confirm_batch(batch, sandbox=sandbox)
     batch = format_batch(batch, language=LANGUAGE)
     stats = chunk_counts(batch, rounds_run)
     stats["usage"] = {k: v - usage_before[k] for k, v in asdict(generator.usage).items()}
@@ -190,6 +201,7 @@ def run_settings(args: Stage2Args, described: str, generator, sampling: Sampling
         "rounds": args.rounds,
         "keep_variants": args.keep_variants,
         "refine": not args.skip_refine,
+        "confirm": not args.no_confirm,
         "prompt_hashes": {k: t.hash for k, t in templates.items()},
         "sandbox": config.fingerprint_fields() | {"preload": list(config.preload)},
         "language": LANGUAGE,
@@ -210,6 +222,7 @@ def funnel_rows(counts: dict, rounds: int) -> list[tuple[str, int]]:
     rows += [
         ("vacuous tests (rejected)", counts["vacuous_tests"]),
         ("refined", counts["refined"]),
+        ("not confirmed by a second run (rejected)", counts.get("confirm_disagrees", 0)),
         ("verified", counts["verified"]),
     ]
     return rows

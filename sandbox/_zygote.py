@@ -300,6 +300,21 @@ def _run_program(req, nonce, result_fd):
     _write_all(result_fd, nonce + _dumps(out).encode("utf-8"))
 
 
+def _exec_driver(req, nonce, result_fd):
+    """The confirmation run (``sandbox/confirm.py``): a fresh interpreter, in this isolated
+    process, runs the host's stdlib-only driver on program.py; the nonce travels on a pipe
+    the driver reads and closes before the program's code runs. Never returns."""
+    with open("program.py", "w", encoding="utf-8") as f:
+        f.write(req["code"].rstrip("\n") + "\n\n\n" + req["test_code"])
+    nonce_read, nonce_write = os.pipe()
+    _write_all(nonce_write, nonce)
+    os.close(nonce_write)
+    os.set_inheritable(result_fd, True)
+    os.set_inheritable(nonce_read, True)
+    argv = [sys.executable, "-I", "-B", "-c", req["driver"], str(result_fd), str(nonce_read)]
+    os.execv(sys.executable, argv + [json.dumps(req["test_classes"])])
+
+
 def _runner_main(req, nonce, fds):
     """PID 1 of the program's namespaces. Never returns."""
     status = 70
@@ -347,6 +362,8 @@ def _runner_main(req, nonce, fds):
         # From here on, anything that goes wrong is the program's doing, not ours.
         _write_all(result_fd, SETUP_DONE)
         status = 73
+        if req.get("driver"):
+            _exec_driver(req, nonce, result_fd)
         # Re-seed what the zygote's modules seeded once, so programs do not share streams.
         random.seed()
         if "numpy" in sys.modules:

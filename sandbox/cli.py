@@ -47,7 +47,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if field.default is not dataclasses.MISSING and "Default:" not in text:
             default = field.default
             text += f" (default: {','.join(default) if isinstance(default, tuple) else default})"
-        parser.add_argument(f"--{field.name}", type=_flag_type(field.type), default=argparse.SUPPRESS, help=text)
+        if field.type in (bool, "bool"):
+            parser.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=text)
+        else:
+            parser.add_argument(f"--{field.name}", type=_flag_type(field.type), default=argparse.SUPPRESS, help=text)
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:

