@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 from pathlib import Path
 
 from sandbox.config import SandboxConfig, installed
@@ -19,10 +21,19 @@ logger = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = Path(__file__).with_name("_zygote.py")
 ZYGOTE_INSIDE = "/run/unitcoder/zygote.py"
-# Programs of worker slot i run as uid/gid UID_BASE + i when the pipeline runs as root.
-# A uid of its own per slot makes RLIMIT_NPROC count that slot's processes only (the
-# kernel counts the limit per uid, and ignores it for root altogether).
+# The language-neutral setup of each program's process; the zygote loads it from next to itself.
+ISOLATION_SOURCE = Path(__file__).with_name("_isolation.py")
+ISOLATION_INSIDE = "/run/unitcoder/_isolation.py"
+# When the pipeline runs as root, the programs of each worker run as a uid/gid of their
+# own, leased host-wide from UID_BASE .. UID_BASE + UID_COUNT - 1 (see UidLeases). A uid of
+# its own per worker makes RLIMIT_NPROC count that worker's processes only (the kernel
+# counts the limit per uid, and ignores it for root altogether), also across pools of
+# other processes (``datasets.map(num_proc>1)``) and other pipelines on the host.
 UID_BASE = 2_000_000_000
+UID_COUNT = 1 << 20
+# Byte i of this file is locked (a POSIX record lock) by the process that holds uid
+# UID_BASE + i. The kernel drops a process's locks when it exits, however it exits.
+UID_LOCK_FILES = ("/run/unitcoder-sandbox-uids.lock", "/tmp/unitcoder-sandbox-uids.lock")
 
 # What of /etc a program may read: TLS roots, time zone, dynamic loader, name service
 # configuration. passwd, group, hosts and hostname are generated (see _etc_files).
@@ -144,6 +155,78 @@ def interpreter_inside() -> str:
     return os.path.realpath(sys.executable)
 
 
+class UidLeases:
+    """Uids for the programs of each worker, unique among all live workers on the host.
+
+    A worker is known by its private directory (``etc_dir``): its uid is held while that
+    directory exists (a pool removes it when it closes) and the same worker gets the same
+    uid back when it is restarted. Across processes, uniqueness comes from a record lock
+    per uid on one root-owned file; within a process, from the table of leases. A forked
+    process (``datasets.map`` workers) holds none of its parent's locks and starts afresh.
+    """
+
+    def __init__(self, lock_files: tuple[str, ...] = UID_LOCK_FILES):
+        self.lock_files = lock_files
+        self._mutex = threading.Lock()
+        self._pid: int | None = None
+        self._fd: int | None = None
+        self._held: dict[str, int] = {}
+
+    def _open(self) -> int:
+        if self._pid == os.getpid() and self._fd is not None:
+            return self._fd
+        # A fork: the parent's locks are not ours, and closing the inherited descriptor
+        # releases nothing of the parent's (record locks belong to the process).
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._held, self._pid = None, {}, os.getpid()
+        problems = []
+        for path in self.lock_files:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
+                continue
+            info = os.fstat(fd)
+            if info.st_uid != 0 or info.st_mode & 0o022:
+                os.close(fd)
+                problems.append(f"{path} is not owned by root or is writable by others")
+                continue
+            self._fd = fd
+            return fd
+        raise SandboxUnavailable("cannot lease sandbox uids: " + "; ".join(problems))
+
+    def lease(self, key: str) -> int:
+        """The uid of the worker whose private directory is ``key``."""
+        if self._pid != os.getpid():
+            self._mutex = threading.Lock()  # forked while another thread may have held it
+        with self._mutex:
+            fd = self._open()
+            for other in [k for k in self._held if not os.path.isdir(k)]:
+                self._release(fd, other)
+            if key in self._held:
+                return self._held[key]
+            mine = set(self._held.values())
+            for index in range(UID_COUNT):
+                uid = UID_BASE + index
+                if uid in mine:
+                    continue
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
+                except OSError:
+                    continue  # another process on the host holds it
+                self._held[key] = uid
+                return uid
+        raise SandboxUnavailable(f"all {UID_COUNT} sandbox uids are in use on this host.")
+
+    def _release(self, fd: int, key: str) -> None:
+        uid = self._held.pop(key)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, uid - UID_BASE)
+
+
+UID_LEASES = UidLeases()
+
+
 def _etc_files(directory: str, uid: int | None) -> dict[str, str]:
     """Minimal passwd/group/hosts/hostname so that name lookups work inside."""
     user_line = "" if uid is None else f"sandbox:x:{uid}:{uid}:sandbox:/tmp:/usr/sbin/nologin\n"
@@ -176,19 +259,28 @@ def zygote_settings(config: SandboxConfig, uid: int | None) -> dict:
 
 
 def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) -> list[str]:
-    """The bwrap command line that starts the zygote of worker ``slot``."""
+    """The bwrap command line that starts the zygote of worker ``slot``.
+
+    ``etc_dir`` is the worker's own directory; as root, it also names the worker's uid
+    lease (held while the directory exists, so a restarted worker keeps its uid).
+    """
+    uid = UID_LEASES.lease(os.path.abspath(etc_dir)) if running_as_root() else None
+    return _command(config, etc_dir, bwrap, uid)
+
+
+def _command(config: SandboxConfig, etc_dir: str, bwrap: str, uid: int | None) -> list[str]:
     root = running_as_root()
-    uid = UID_BASE + slot if root else None
     cmd = [bwrap, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         cmd += ["--setenv", key, value]
     if root:
-        # Real root: no user namespace (so the slot's uid is a real, unprivileged uid),
-        # and only the capabilities the zygote needs to make per-program namespaces,
-        # switch uid and stop programs. Programs themselves run with none.
+        # Real root: no user namespace (so the worker's uid is a real, unprivileged uid),
+        # and only the capabilities the zygote needs to make per-program namespaces (and
+        # bring up each one's loopback), switch uid and stop programs. Programs
+        # themselves run with none.
         cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         cmd += ["--cap-drop", "ALL"]
-        for cap in ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"):
+        for cap in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"):
             cmd += ["--cap-add", cap]
     else:
         # Unprivileged: a user namespace of our own; capabilities exist only inside it,
@@ -212,6 +304,7 @@ def build_command(config: SandboxConfig, slot: int, etc_dir: str, bwrap: str) ->
         os.makedirs(empty, exist_ok=True)
         binds += [("--ro-bind", empty, path) for path in hidden]
     binds.append(("--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE))
+    binds.append(("--ro-bind", str(ISOLATION_SOURCE), ISOLATION_INSIDE))
     # bwrap would create missing parents with restrictive modes (and a Python under
     # /root would sit below a 0700 /root the programs' uid cannot cross); create them
     # world-traversable first. They hold nothing but what is bound below them.
@@ -232,7 +325,7 @@ def preflight(config: SandboxConfig) -> str:
     """Check that bwrap can build the sandbox here; return the bwrap path or raise."""
     bwrap = find_bwrap(config.bwrap)
     with tempfile.TemporaryDirectory(prefix="unitcoder-etc-") as etc_dir:
-        cmd = build_command(config, 0, etc_dir, bwrap)
+        cmd = _command(config, etc_dir, bwrap, UID_BASE if running_as_root() else None)  # runs no program
         probe = cmd[: cmd.index("--")] + ["--", interpreter_inside(), "-I", "-c", "print('ok')"]
         try:
             proc = subprocess.run(probe, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
 from conftest import sandbox_processes, unit_tests, verify_one
 
 NOOP = "def noop():\n    return None\n"
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="per-slot uids (to find leftovers) exist when run as root")
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="per-worker uids (to find leftovers) exist when run as root")
 
 
 def test_wall_clock_timeout(make_sandbox):
@@ -142,3 +144,109 @@ def test_exit_without_tests_reports_bounded_stderr(make_sandbox):
     result = verify_one(pool, code, unit_tests("pass"))
     assert (result.status, result.reason) == ("error", "exited_early")
     assert "100000 bytes" in result.details and result.details.count("E") <= 1100
+
+
+# The bypasses of the disk cap and of "core dumps are off" an attacker would try, as test
+# bodies that pass when the attack fails (shared with test_unprivileged.py).
+USERNS_TMPFS_ATTACK = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+uid, gid = os.getuid(), os.getgid()
+libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, so that it can write its own /proc/self/*_map
+if libc.unshare(0x10000000 | 0x00020000) != 0:  # CLONE_NEWUSER | CLONE_NEWNS
+    return
+open("/proc/self/setgroups", "w").write("deny")
+open("/proc/self/uid_map", "w").write(f"0 {uid} 1")
+open("/proc/self/gid_map", "w").write(f"0 {gid} 1")
+os.mkdir("big")
+if libc.mount(b"tmpfs", b"big", b"tmpfs", 0, b"size=256m") != 0:
+    return
+for i in range(5):  # 35 MiB, in files under the largest-file cap
+    with open(f"big/{i}", "wb") as f:
+        for _ in range(7):
+            f.write(b"x" * (1 << 20))
+self.fail("35 MiB written past an 8 MiB disk cap")
+"""
+MEMFD_ATTACK = """
+import os
+try:
+    fds = [os.memfd_create(f"m{i}") for i in range(5)]
+    for fd in fds:  # 35 MiB, in memory files under the largest-file cap
+        for _ in range(7):
+            os.write(fd, b"x" * (1 << 20))
+except OSError:
+    return
+self.fail("35 MiB held in memfds past an 8 MiB disk cap")
+"""
+# A core_pattern that pipes to a helper ("|/usr/lib/systemd/systemd-coredump ...") makes
+# the kernel start that helper as root for a dumpable process that crashes, whatever its
+# core limit, except a limit of exactly 1; a file core_pattern needs a limit of a page.
+CAN_DUMP_CORE = """
+def can_dump_core():
+    import ctypes, resource
+    dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+    return dumpable != 0 and resource.getrlimit(resource.RLIMIT_CORE)[0] != 1
+"""
+CORE_REENABLE_ATTACK = f"""
+import ctypes, resource, subprocess, sys
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+for limits in ((0, 0), (resource.RLIM_INFINITY,) * 2):
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, limits)
+    except (OSError, ValueError):
+        pass
+self.assertFalse(can_dump_core())
+# an exec makes a process dumpable again: the core limit must hold on its own there
+child = {CAN_DUMP_CORE!r} + "\\nimport sys; sys.exit(can_dump_core())"
+self.assertEqual(subprocess.run([sys.executable, "-c", child]).returncode, 0)
+"""
+
+
+def test_disk_cap_holds_against_a_private_tmpfs_in_a_new_user_namespace(make_sandbox):
+    pool = make_sandbox(disk_mb=8)
+    result = verify_one(pool, NOOP, unit_tests(USERNS_TMPFS_ATTACK))
+    assert result.status == "pass", result.details
+
+
+def test_disk_cap_holds_against_memfd(make_sandbox):
+    pool = make_sandbox(disk_mb=8)
+    result = verify_one(pool, NOOP, unit_tests(MEMFD_ATTACK))
+    assert result.status == "pass", result.details
+
+
+def test_programs_cannot_reenable_core_dumps(make_sandbox):
+    pool = make_sandbox()
+    result = verify_one(pool, NOOP, unit_tests(CORE_REENABLE_ATTACK, setup=CAN_DUMP_CORE))
+    assert result.status == "pass", result.details
+
+
+@root_only
+@pytest.mark.skipif(
+    os.environ.get("UNITCODER_TEST_CORE_PATTERN") != "1",
+    reason="changes the host's kernel.core_pattern for a moment: set UNITCODER_TEST_CORE_PATTERN=1",
+)
+def test_a_crash_starts_no_core_dump_helper(make_sandbox, tmp_path):
+    pool = make_sandbox()
+    marker = tmp_path / "helper-ran"
+    pattern_file = Path("/proc/sys/kernel/core_pattern")
+    saved = pattern_file.read_text()
+    body = """
+    import ctypes, os, resource, subprocess, sys
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError):
+        pass
+    pid = os.fork()
+    if pid == 0:
+        os.abort()
+    os.waitpid(pid, 0)
+    subprocess.run([sys.executable, "-c", "import os; os.abort()"])
+    """
+    try:
+        pattern_file.write_text(f"|/usr/bin/touch {marker}")
+        verify_one(pool, NOOP, unit_tests(body))
+        time.sleep(1)
+    finally:
+        pattern_file.write_text(saved)
+    assert not marker.exists()
