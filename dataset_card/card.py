@@ -11,6 +11,7 @@ and the version history. It renders data and runs nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,6 +31,27 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+SOURCE_FOLDERS = ("processing", "sandbox", "dataset_card")
+SOURCE_SUFFIXES = (".py", ".txt", ".json", ".toml")
+
+
+def unitcoder_identity() -> dict[str, str]:
+    """unitcoder's package version and a digest of its source files (``processing/``,
+    ``sandbox/``, ``dataset_card/``: code, prompts and data files), for the card: which
+    code made the data, even between releases."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in SOURCE_FOLDERS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix in SOURCE_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+        version = metadata.version("unitcoder")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    return {"version": version, "source_digest": digest.hexdigest()[:16]}
 
 
 def funnel_plot(funnel: list[tuple[str, int]], path: Path, title: str = "unitcoder stage 2 funnel") -> None:
@@ -83,17 +105,22 @@ STAGES = {
         description=(
             "Python functions that use real packages, each paired with `unittest` tests and verified in a "
             "bubblewrap sandbox: the tests pass against `code`, and fail against trivial stand-ins (a body that "
-            "returns `None` or raises), and confirmed by a second run in a fresh interpreter with an independent "
-            "test driver (unless the card says that was off). Built by unitcoder's stage 2 (fix and refine, after "
+            "returns `None` or raises). Every row is checked as published: `prompt + completion` is exactly `code`, "
+            "the chat answer's code is `code`, and that program passes its tests in the sandbox and again in a "
+            "fresh interpreter with an independent test driver (unless the card says the second opinion was off). "
+            "With refine on, `code` is the refined version (same signature, still passing). "
+            "Built by unitcoder's stage 2 (fix and refine, after "
             "*UnitCoder: Scalable "
             "Iterative Code Synthesis with Unit Test Guidance*, Ma et al., 2025) from `{input}`."
         ),
         columns=(
-            "Columns: `code` (final, verified), `test_code`, `prompt` / `completion` (imports, signature and "
-            "docstring / the body: BigCodeBench-complete style), `messages` (chat format), `original_code`, "
+            "Columns: `code` (final, verified), `test_code`, `prompt` / `completion` (everything up to the signature "
+            "and docstring / the body and any helpers after the function, BigCodeBench-complete style; "
+            "`prompt + completion == code`), `messages` (chat format), `original_code`, "
             "`fix_rounds`, `attempts` (each fix attempt with status and error excerpt), `refined`, `variants` "
             "(extra passing versions), `tests_run`, `tests_passed`, `verify_duration_s`, and the source columns "
-            "(`repo`, `path`, `licenses`). `rejected` rows have `drop_reason` and `detail`."
+            "(`repo`, `path`, `licenses`, `decontaminated_against`). `rejected` rows have `drop_reason` and "
+            "`detail`."
         ),
         unit="rows",
     ),
@@ -114,7 +141,8 @@ def _provenance(stage: str, settings: dict, command: str) -> list[str]:
     if stage == "stage2":
         lines.append(
             f"Fix: {settings['samples']} samples per pair per round, up to {settings['rounds']} rounds, keeping up "
-            f"to {settings['keep_variants']} passing variant(s); refine: {'on' if settings.get('refine') else 'off'}; "
+            f"to {settings['keep_variants']} passing variant(s); refine: {'on' if settings.get('refine') else 'off'}"
+            f"{' (rows whose refine failed kept unrefined)' if settings.get('keep_unrefined') else ''}; "
             f"second opinion (fresh interpreter, independent test driver): {'on' if settings.get('confirm') else 'off'}"
         )
     if settings.get("prompt_hashes"):
@@ -128,11 +156,22 @@ def _provenance(stage: str, settings: dict, command: str) -> list[str]:
         skipped = settings.get("decontamination_skipped") or {}
         extra = "; not checked: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) if skipped else ""
         lines.append(f"Decontaminated against: {against}{extra}")
+    if settings.get("decontamination"):
+        checked = settings["decontamination"]
+        sets = "; ".join(f"{key.replace(',', ', ')}: {n} rows" for key, n in checked["rows_checked_against"].items())
+        missing = checked["not_checked"]
+        lines.append(
+            f"Decontamination, per published row (the `decontaminated_against` column): {sets or 'no rows'}"
+            + (f"; **not checked against {', '.join(missing)} for some or all rows**" if missing else "")
+        )
     lines.append(f"Input: `{settings['input']}` (revision `{settings.get('input_revision') or 'local'}`)")
     if settings.get("fingerprint"):
         lines.append(f"Config fingerprint: `{settings['fingerprint']}`")
     if settings.get("versions"):
         lines.append(f"Package versions: `{json.dumps(settings['versions'])}`")
+    if settings.get("unitcoder"):
+        ident = settings["unitcoder"]
+        lines.append(f"unitcoder: version `{ident['version']}`, source digest `{ident['source_digest']}`")
     lines.append(f"Command: `{command}`")
     return [f"- {line}" for line in lines]
 
@@ -168,8 +207,15 @@ def render_card(
         'data = load_dataset("<this repo>", split="train")                 # kept rows\n'
         'rejected = load_dataset("<this repo>", "rejected", split="train")  # every other input row, with drop_reason\n```',
         text.columns,
-        "## Funnel",
     ]
+    empty = [name for name, n in stats.get("config_rows", {}).items() if n == 0]
+    if empty:
+        sections.append(
+            f"Empty here: {', '.join(f'`{name}`' for name in empty)}. `load_dataset` refuses an empty parquet "
+            'split; read such a config with pandas (`pandas.read_parquet("hf://datasets/<this repo>/data/")` '
+            "for `default`, `rejected/` for `rejected`), which gives an empty table with every column."
+        )
+    sections.append("## Funnel")
     if picture:
         sections.append("![funnel](funnel.png)")
     missing = stats.get("shards_missing", 0)
@@ -187,8 +233,13 @@ def render_card(
     sections.append("## How it was made\n\n" + "\n".join(_provenance(stage, settings, command)))
     if versions:
         history = "\n".join(
-            f"| `{v['tag']}` | {v.get('date', '')} | {v.get('rows', '')} | `{v.get('fingerprint', '')[:12]}` |"
+            f"| `{v['tag']}` | {v.get('date', '')} | {v.get('rows', '')} | `{v.get('fingerprint', '')[:12]}` "
+            f"| `{v.get('rows_digest', '')[:12]}` |"
             for v in versions
         )
-        sections.append("## Versions\n\n| tag | date | rows | fingerprint |\n|---|---|---|---|\n" + history)
+        sections.append(
+            "## Versions\n\nA version's tag is derived from the settings' fingerprint and the digest of its rows: "
+            "a rerun that publishes the same rows publishes nothing new.\n\n"
+            "| tag | date | rows | fingerprint | rows digest |\n|---|---|---|---|---|\n" + history
+        )
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n\n".join(sections) + "\n"

@@ -181,6 +181,14 @@ def check_input(*, source_dirs: list[str] | None, data_files: list[str] | None, 
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 
+def public_name(location: str) -> str:
+    """How a card names an input: a Hub id as it is, a local file or folder by its name only
+    (an absolute local path says nothing to a reader and leaks the machine's layout)."""
+    if os.path.exists(location) or os.path.isabs(location):
+        return Path(location).resolve().name or str(location)
+    return location
+
+
 def load_corpus(
     *,
     dataset: str | None,
@@ -203,7 +211,7 @@ def load_corpus(
             if not os.path.isdir(root):
                 raise ValueError(f"--source_dir {root} is not a directory; give folders of code")
         described = "installed Python sources " if source_dirs is None else "source folders "
-        described += ", ".join(roots)
+        described += ", ".join(public_name(root) for root in roots)
         kwargs = {"files": source_files(roots)}
         if not kwargs["files"]:
             raise ValueError(f"no Python files found below {', '.join(roots)}; give folders that hold .py files")
@@ -217,7 +225,7 @@ def load_corpus(
             raw = load_dataset(builder, data_files=data_files, split="train", streaming=streaming)
         except Exception as exc:
             raise ValueError(f"cannot read --data_files {', '.join(data_files)} ({_cause(exc)})") from exc
-        described = f"local {builder} files {', '.join(data_files)}"
+        described = f"local {builder} files {', '.join(public_name(f) for f in data_files)}"
     else:
         try:
             raw = load_dataset(dataset, data_dir=data_dir, split=split, revision=revision, streaming=streaming)
@@ -226,7 +234,7 @@ def load_corpus(
                 f"cannot load --input_dataset {dataset} ({_cause(exc)}); check its name, --data_dir, --split and "
                 "--input_revision, and that the Hub is reachable (a gated or private dataset needs a token)"
             ) from exc
-        described = f"{dataset}" + (f" ({data_dir})" if data_dir else "") + f" split {split}"
+        described = f"{public_name(dataset)}" + (f" ({data_dir})" if data_dir else "") + f" split {split}"
         described += f" revision {revision}" if revision else ""
     if "content" not in (raw.column_names or []):
         raise ValueError(

@@ -18,6 +18,8 @@ complete, so a killed run never leaves a truncated file where ``load_dataset`` l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -90,6 +92,30 @@ def read_local_config(output_dir: str | Path, config: str = "default") -> pa.Tab
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
+# What a published row *is*, for versioning: its content, not how long its checks took.
+DIGEST_COLUMNS = {
+    "default": ("id", "function_name", "code", "test_code", "prompt", "completion", "messages", "variants"),
+    "rejected": ("id", "drop_reason"),
+}
+
+
+def rows_digest(output_dir: str | Path) -> str:
+    """A digest of the rows an output folder publishes, independent of file layout, shard
+    count and row order (sha256 over the sorted hashes of each row's content columns)."""
+    overall = hashlib.sha256()
+    for config, columns in DIGEST_COLUMNS.items():
+        row_hashes = []
+        for path in sorted(Path(output_dir).glob(f"{CONFIG_FOLDERS[config]}/train-*.parquet")):
+            names = [c for c in columns if c in pq.ParquetFile(path).schema_arrow.names]
+            for row in pq.read_table(path, columns=names).to_pylist():
+                text = json.dumps([row.get(c) for c in columns], sort_keys=True, ensure_ascii=False)
+                row_hashes.append(hashlib.sha256(text.encode()).hexdigest())
+        overall.update(f"{config}:{len(row_hashes)}\n".encode())
+        for row_hash in sorted(row_hashes):
+            overall.update(row_hash.encode())
+    return overall.hexdigest()
+
+
 class InputTable:
     """A stage's input, read in slices so that memory holds one chunk at a time.
 
@@ -128,7 +154,7 @@ class InputTable:
                 return pa.table({name: pa.array([], pa.null()) for name in names})
             return pa.concat_tables(parts, promote_options="default")
 
-        return cls(start, names, read, str(Path(folder).resolve()))
+        return cls(start, names, read, f"local folder {Path(folder).resolve().name}")
 
     @classmethod
     def hub(cls, repo_id: str, revision: str | None = None, split: str = "train") -> InputTable:
@@ -184,8 +210,8 @@ def push_folder(output_dir: Path, repo_id: str, message: str, token: str | None 
 def publish_version(output_dir: Path, repo_id: str, version: dict, write_card, token: str | None = None) -> str:
     """Upload the folder as one commit and tag it ``version['tag']``, unless that tag exists.
 
-    The tag is derived from the config fingerprint, so rerunning with identical input and
-    settings publishes nothing new. ``write_card(history)`` rewrites README.md with the
+    The tag is derived from the settings' fingerprint and a digest of the rows, so a rerun
+    that publishes the same rows publishes nothing new. ``write_card(history)`` rewrites README.md with the
     version history (earlier tags plus this one) before the upload.
     """
     from huggingface_hub import HfApi
@@ -195,7 +221,7 @@ def publish_version(output_dir: Path, repo_id: str, version: dict, write_card, t
     refs = api.list_repo_refs(repo_id, repo_type="dataset")
     tags = sorted(tag.name for tag in refs.tags)
     if version["tag"] in tags:
-        return f"{repo_id} already has version {version['tag']} (same input and settings): nothing published"
+        return f"{repo_id} already has version {version['tag']} (the same rows and settings): nothing published"
     history = [{"tag": tag} for tag in tags[-9:]] + [version]
     write_card(history)
     commit = api.upload_folder(
@@ -210,6 +236,6 @@ def publish_version(output_dir: Path, repo_id: str, version: dict, write_card, t
         tag=version["tag"],
         revision=commit.oid,
         repo_type="dataset",
-        tag_message=f"fingerprint {version['fingerprint']}",
+        tag_message=f"fingerprint {version['fingerprint']}, rows {version.get('rows_digest', '?')}",
     )
     return f"published {repo_id} version {version['tag']} ({commit.commit_url})"

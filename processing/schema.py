@@ -27,7 +27,11 @@ _FUNCTION = {
     "hexsha": STRING,
     "lineno": INT,
 }
-KEPT_FEATURES = datasets.Features({**_FUNCTION, "imports": STRINGS, "packages": STRINGS})
+# ``decontaminated_against``: the benchmarks the function was checked against (stage 1's --decontaminate,
+# less any that could not be loaded); stage 2 carries it to every row it publishes.
+KEPT_FEATURES = datasets.Features(
+    {**_FUNCTION, "imports": STRINGS, "packages": STRINGS, "decontaminated_against": STRINGS}
+)
 TESTED_FEATURES = datasets.Features(
     {**KEPT_FEATURES, "test_code": STRING, "test_model": STRING, "test_backend": STRING, "test_prompt_hash": STRING}
 )
@@ -60,6 +64,7 @@ _SOURCE = {
     "path": STRING,
     "licenses": STRINGS,
     "packages": STRINGS,
+    "decontaminated_against": STRINGS,
     "fix_rounds": INT,
     "attempts": [ATTEMPT],
 }

@@ -27,16 +27,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dataset_card import funnel_plot, render_card
-from dataset_card.card import package_versions
+from dataset_card.card import package_versions, unitcoder_identity
 from processing.args import SandboxArgs, start_script
 from processing.engine import ChunkOutput, LocalEngine, add_stats, completed_shards
+from processing.evalsets import BENCHMARKS as DECONTAMINATION_BENCHMARKS
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
-from processing.hub import InputTable, publish_version
+from processing.hub import InputTable, publish_version, rows_digest
 from processing.languages import PromptTemplate, get_language
 from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VERIFIED_FEATURES
-from processing.steps.confirm import confirm_batch
 from processing.steps.fix import fix_round_batch, give_up_batch
-from processing.steps.format import format_batch
+from processing.steps.format import check_published_batch, format_batch
 from processing.steps.guard import guard_batch
 from processing.steps.refine import refine_batch
 from processing.steps.verify import verify_batch
@@ -59,12 +59,22 @@ class Stage2Args:
     samples: int = field(default=3, metadata={"help": "k: fix samples per failing pair per round"})
     rounds: int = field(default=3, metadata={"help": "N: fix rounds at most"})
     keep_variants: int = field(default=1, metadata={"help": "m: passing variants kept per pair (the paper kept 2)"})
-    skip_refine: bool = field(default=False, metadata={"help": "do not refine passing code"})
+    skip_refine: bool = field(
+        default=False, metadata={"help": "do not refine passing code (the default config then holds unrefined code)"}
+    )
+    keep_unrefined: bool = field(
+        default=False,
+        metadata={
+            "help": "keep a row whose refine failed, with its verified unrefined code (by default it is rejected "
+            "as refine_failed: the default config holds refined code, as the paper trains on)"
+        },
+    )
     no_confirm: bool = field(
         default=False,
         metadata={
-            "help": "publish without the second opinion (every row is otherwise re-run in a fresh interpreter "
-            "with an independent test driver, and rejected as confirm_disagrees if it does not pass there)"
+            "help": "publish without the second opinion (every published row is otherwise re-run in a fresh "
+            "interpreter with an independent test driver, and rejected as confirm_disagrees if it does not pass "
+            "there); the published form still runs once in the sandbox"
         },
     )
     limit: int | None = field(default=None, metadata={"help": "use only the first N input rows"})
@@ -82,6 +92,13 @@ class Stage2Args:
         metadata={"help": "only write the card of a finished sharded run in --output_dir (and --push it)"},
     )
     push: bool = field(default=False, metadata={"help": "publish to the Hub as a tagged version (needs --repo_id)"})
+    allow_partial_decontamination: bool = field(
+        default=False,
+        metadata={
+            "help": "let --push publish rows that were not checked against every benchmark unitcoder knows "
+            f"({', '.join(DECONTAMINATION_BENCHMARKS)}); offline, stage 1 checks HumanEval only"
+        },
+    )
     repo_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo for --push, e.g. user/unitcoder-python"}
     )
@@ -127,20 +144,26 @@ def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
     )
     counts = {"input": len(state), "passed_first_try": verified_at[0]}
     counts |= {f"fixed_in_round_{r}": verified_at[r] for r in rounds_run}
+    dropped = Counter(batch["drop_reason"][i] for i, s in enumerate(state) if s != "passing")
     counts |= {
-        "vacuous_tests": sum(r == "vacuous_tests" for r in batch["drop_reason"]),
-        "confirm_disagrees": sum(r == "confirm_disagrees" for r in batch["drop_reason"]),
+        "vacuous_tests": dropped["vacuous_tests"],
         "refined": sum(bool(batch["refined"][i]) for i, s in enumerate(state) if s == "passing"),
+        "refine_failed": dropped["refine_failed"],
+        "published_form_rejected": dropped["published_form_mismatch"] + dropped["published_form_fails"],
+        "confirm_disagrees": dropped["confirm_disagrees"],
         "verified": sum(s == "passing" for s in state),
     }
-    dropped = Counter(batch["drop_reason"][i] for i, s in enumerate(state) if s != "passing")
     packages = Counter(p for i, s in enumerate(state) if s == "passing" for p in (batch["packages"][i] or []))
     licenses = sorted({lic for lics in batch["licenses"] for lic in (lics or [])})
+    checked = Counter(
+        ",".join(sorted(batch["decontaminated_against"][i] or [])) for i, s in enumerate(state) if s == "passing"
+    )
     return {
         "counts": counts,
         "dropped": dict(dropped),
         "packages": dict(packages),
         "licenses": dict.fromkeys(licenses, 1),
+        "decontamination": dict(checked),
     }
 
 
@@ -157,7 +180,7 @@ def process_chunk(
     batch: dict[str, list], *, args: Stage2Args, generator, sandbox, templates: dict, sampling: Sampling
 ) -> ChunkOutput:
     """Every stage-2 step on one chunk of input columns."""
-    for optional in ("repo", "path", "licenses", "packages"):
+    for optional in ("repo", "path", "licenses", "packages", "decontaminated_against"):
         batch.setdefault(optional, [None] * len(batch["id"]))
     usage_before = asdict(generator.usage)
     batch = verify_batch(batch, sandbox=sandbox)
@@ -175,11 +198,10 @@ def process_chunk(
     if not args.skip_refine:
         batch = refine_batch(
             batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling,
-            language=LANGUAGE,
+            keep_unrefined=args.keep_unrefined, language=LANGUAGE,
         )  # fmt: skip
-    if not args.no_confirm:
-        batch = confirm_batch(batch, sandbox=sandbox)
     batch = format_batch(batch, language=LANGUAGE)
+    batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm)
     stats = chunk_counts(batch, rounds_run)
     stats["usage"] = {k: v - usage_before[k] for k, v in asdict(generator.usage).items()}
     return ChunkOutput(split_rows(batch), stats)
@@ -201,6 +223,7 @@ def run_settings(args: Stage2Args, described: str, generator, sampling: Sampling
         "rounds": args.rounds,
         "keep_variants": args.keep_variants,
         "refine": not args.skip_refine,
+        "keep_unrefined": args.keep_unrefined,
         "confirm": not args.no_confirm,
         "prompt_hashes": {k: t.hash for k, t in templates.items()},
         "sandbox": config.fingerprint_fields() | {"preload": list(config.preload)},
@@ -222,6 +245,8 @@ def funnel_rows(counts: dict, rounds: int) -> list[tuple[str, int]]:
     rows += [
         ("vacuous tests (rejected)", counts["vacuous_tests"]),
         ("refined", counts["refined"]),
+        ("refine failed (rejected)", counts.get("refine_failed", 0)),
+        ("published form failed (rejected)", counts.get("published_form_rejected", 0)),
         ("not confirmed by a second run (rejected)", counts.get("confirm_disagrees", 0)),
         ("verified", counts["verified"]),
     ]
@@ -238,9 +263,22 @@ def shared_layout(total: dict, rounds: int) -> dict:
     }
 
 
-def version_tag(fingerprint: str) -> str:
-    """Versions are named after the config fingerprint: the same input and settings, the same tag."""
-    return f"unitcoder-{fingerprint[:12]}"
+def version_tag(fingerprint: str, rows: str) -> str:
+    """A version is named after the settings' fingerprint and a digest of the rows it publishes:
+    a rerun that publishes different rows (after a fix to unitcoder, say) gets a new tag; one
+    that publishes the same rows gets the same tag, whatever changed in unitcoder."""
+    return "unitcoder-" + hashlib.sha256(f"{fingerprint}:{rows}".encode()).hexdigest()[:12]
+
+
+def decontamination_summary(by_set: dict[str, int]) -> dict:
+    """Which benchmarks the verified rows were checked against (from their
+    ``decontaminated_against`` column): rows per set of benchmarks, and the benchmarks
+    unitcoder knows that some verified row was not checked against."""
+    rows = {key or "none": n for key, n in sorted(by_set.items())}
+    missing = sorted(
+        {b for key in by_set for b in DECONTAMINATION_BENCHMARKS if b not in key.split(",")} if by_set else set()
+    )
+    return {"rows_checked_against": rows, "not_checked": missing}
 
 
 def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
@@ -255,14 +293,22 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
     inputs = sorted(record["input"] for record in ordered)
     settings["fingerprint"] = fingerprint_of({"run": ordered[0]["fingerprint"], "inputs": inputs})
     settings["versions"] = ordered[0].get("versions", {})
+    settings["unitcoder"] = unitcoder_identity()
     counts = total["counts"]
-    stats = shared_layout(total, settings["rounds"]) | {"shards": len(ordered)}
+    decontamination = decontamination_summary(total.get("decontamination", {}))
+    settings["decontamination"] = decontamination
+    stats = shared_layout(total, settings["rounds"]) | {
+        "shards": len(ordered),
+        "config_rows": {"default": counts["verified"], "rejected": counts["input"] - counts["verified"]},
+    }
     licenses = sorted(total.get("licenses", {}))
+    digest = rows_digest(output)
     version = {
-        "tag": version_tag(settings["fingerprint"]),
+        "tag": version_tag(settings["fingerprint"], digest),
         "date": datetime.now(timezone.utc).date().isoformat(),
         "rows": counts["verified"],
         "fingerprint": settings["fingerprint"],
+        "rows_digest": digest,
     }
 
     def write_card(history: list[dict]) -> None:
@@ -286,6 +332,17 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
         logger.info("  rejected, %s: %d", reason, n)
     if counts["verified"] == 0:
         logger.warning("nothing verified: the default config is empty (see the rejected config for why)")
+    if args.push and counts["verified"] == 0:
+        logger.error("not pushing: nothing was verified, so the default config is empty (the rejected config says why)")
+        return 1
+    if args.push and decontamination["not_checked"] and not args.allow_partial_decontamination:
+        logger.error(
+            "not pushing: some verified rows were not checked against %s (stage 1 could not load them, or was told "
+            "not to); rerun stage 1 where the Hub is reachable, or pass --allow_partial_decontamination to publish "
+            "them as they are (the card says which benchmarks each row was checked against)",
+            ", ".join(decontamination["not_checked"]),
+        )
+        return 1
     if args.push:
         try:
             outcome = publish_version(output, args.repo_id, version, write_card)

@@ -21,6 +21,7 @@ from processing import stage2
 from processing.languages import PromptTemplate
 
 REPO = Path(__file__).resolve().parents[1]
+ALL_BENCHMARKS = ("humaneval", "mbpp", "bigcodebench")
 
 
 def unit_tests(*bodies: str) -> str:
@@ -66,6 +67,7 @@ def stage1_output(tmp_path) -> Path:
             "path": f"{f}.py",
             "licenses": ["mit"],
             "packages": ["os"],
+            "decontaminated_against": list(ALL_BENCHMARKS),
         }
         for i, f, c, t in ROWS
     ]
@@ -94,15 +96,14 @@ def test_every_branch_ends_each_id_exactly_once(tmp_path, stage1_output):
     assert stage2.main(args_for(tmp_path, stage1_output)) == 0
     verified = {r["id"]: r for r in load(tmp_path / "out")}
     rejected = {r["id"]: r for r in load(tmp_path / "out", "rejected")}
-    assert sorted(verified) + sorted(rejected) == ["a", "b", "d", "c", "e"]
+    assert sorted(verified) + sorted(rejected) == ["a", "b", "c", "d", "e"]
     assert (verified["a"]["fix_rounds"], verified["a"]["refined"]) == (0, True)  # passed at once, refined
     assert (verified["b"]["fix_rounds"], verified["b"]["code"].strip().endswith("return a - b")) == (2, True)
     assert [a["status"] for a in verified["b"]["attempts"]] == ["fail"] * 3 + ["pass"] * 3
     assert verified["b"]["original_code"] == ROWS[1][2]
-    assert (verified["d"]["refined"], verified["d"]["refine_status"], verified["d"]["code"]) == (
-        False,
-        "fail",
-        ROWS[3][2],
+    # the refined "neg" fails its tests: refine failed, so the row is rejected (the default config is refined code)
+    assert (
+        rejected["d"]["drop_reason"] == "refine_failed" and "does not pass its tests (fail)" in rejected["d"]["detail"]
     )
     assert rejected["c"]["drop_reason"] == "not_fixed" and len(rejected["c"]["attempts"]) == 9
     assert rejected["e"]["drop_reason"] == "vacuous_tests"
@@ -117,9 +118,8 @@ def test_consumer_formats_are_written(tmp_path, stage1_output):
     assert row["prompt"] == "def add(a: int, b: int) -> int:\n    '''Add two numbers.'''\n"
     assert row["completion"] == "    return a + b\n"
     assert row["prompt"] + row["completion"] == row["code"]
-    assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and row["code"].strip() in row["messages"][1][
-        "content"
-    ]
+    assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+    assert row["messages"][1]["content"] == f"```python\n{row['code']}```"
 
 
 def test_card_has_the_funnel_its_picture_and_valid_yaml(tmp_path, stage1_output):
@@ -241,7 +241,7 @@ def test_failed_push_leaves_a_complete_local_output_and_says_what_to_do(tmp_path
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", no_token)
     assert stage2.main([*args_for(tmp_path, stage1_output), "--push", "--repo_id", "me/x"]) == 1
-    assert "HF_TOKEN" in caplog.text and len(load(tmp_path / "out")) == 3
+    assert "HF_TOKEN" in caplog.text and len(load(tmp_path / "out")) == 2
 
 
 def cached_answers(cache: Path) -> int:
@@ -275,9 +275,7 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stag
     resumed = json.loads((tmp_path / "killed" / "stats" / "shard-00000-of-00001.json").read_text())["usage"]
     uninterrupted = tmp_path / "fresh"
     assert stage2.main([*args_for(tmp_path, stage1_output, "fresh"), "--cache_dir", str(tmp_path / "other-cache")]) == 0
-    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["usage"][
-        "requests"
-    ]
+    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["usage"]["requests"]
     assert (resumed["cached"], resumed["requests"]) == (before, total - before)  # only what was never received
     for config in ("default", "rejected"):
         killed_rows = sorted(load(tmp_path / "killed", config).to_list(), key=lambda r: r["id"])
@@ -302,14 +300,17 @@ def test_shards_split_the_input_and_write_their_own_files(tmp_path, stage1_outpu
 # --------------------------------------------------------------------------- the rebuild: golden rows, chunks, resume
 
 GOLDEN = REPO / "tests" / "data" / "stage2_golden"
-GOLDEN_FLAGS = ["--samples", "3", "--rounds", "2", "--keep_variants", "2", "--sandbox_timeout", "3"]
+GOLDEN_FLAGS = ["--samples", "3", "--rounds", "2", "--keep_variants", "2", "--sandbox_timeout", "3", "--keep_unrefined"]
 
 
 @pytest.fixture
 def golden_input(tmp_path) -> Path:
     folder = tmp_path / "golden-in"
     (folder / "data").mkdir(parents=True)
-    rows = [json.loads(line) for line in (GOLDEN / "input.jsonl").read_text().splitlines()]
+    rows = [
+        {**json.loads(line), "decontaminated_against": list(ALL_BENCHMARKS)}
+        for line in (GOLDEN / "input.jsonl").read_text().splitlines()
+    ]
     # two files with small row groups: chunks cut across files and row groups
     pq.write_table(pa.Table.from_pylist(rows[:7]), folder / "data" / "train-00000-of-00002.parquet", row_group_size=2)
     pq.write_table(pa.Table.from_pylist(rows[7:]), folder / "data" / "train-00001-of-00002.parquet", row_group_size=2)

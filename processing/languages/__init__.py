@@ -9,8 +9,11 @@ A language is a package ``processing.languages.<name>`` whose ``__init__`` expos
   same way, for decontamination);
 * answers: ``code_from_answer(answer, function_name)`` and ``parse_test_answer(answer,
   function_name)``;
-* formats: ``stub_implementations(code, function_name)``, ``split_prompt_completion(code,
-  function_name)`` and ``chat_messages(code, function_name, prompt)``.
+* formats: ``stub_implementations(code, function_name)``, ``signature_change(before,
+  after, function_name)`` (refine must keep the interface), ``publishable_layout(code,
+  function_name)``, ``split_prompt_completion(code, function_name)`` (``prompt +
+  completion == code``), ``chat_messages(code, function_name, prompt)`` and
+  ``published_form_problem(code, function_name, prompt, completion, messages)``.
 
 The stages reach a language only through ``get_language(name)``, so adding one adds a
 package (and a sandbox runner), not edits across files.

@@ -78,8 +78,10 @@ def extract_batch(
     shingle_size: int,
     file_timeout_s: float | None,
     language: str = "python",
+    benchmarks: tuple[str, ...] = (),
 ) -> dict[str, list]:
-    """Source rows in, file and function rows out (see the module docstring)."""
+    """Source rows in, file and function rows out (see the module docstring); ``benchmarks``
+    names what ``benchmark_ngrams`` came from (each candidate records it)."""
     # Syntax trees hold no reference cycles, yet building them triggers the cyclic
     # collector over and over: pausing it makes parsing about a sixth faster.
     collecting = gc.isenabled()
@@ -87,7 +89,7 @@ def extract_batch(
     try:
         return _extract(
             batch, packages, max_bytes, licenses, benchmark_ngrams, ngram_n, num_perm, shingle_size, file_timeout_s,
-            language,
+            language, list(benchmarks),
         )  # fmt: skip
     finally:
         if collecting:
@@ -95,8 +97,9 @@ def extract_batch(
 
 
 def _extract(
-    batch, packages, max_bytes, licenses, benchmark_ngrams, ngram_n, num_perm, shingle_size, file_timeout_s, language
-):
+    batch, packages, max_bytes, licenses, benchmark_ngrams, ngram_n, num_perm, shingle_size, file_timeout_s, language,
+    benchmarks,
+):  # fmt: skip
     lang = get_language(language)
     out: dict[str, list] = {name: [] for name in EXTRACTED_FEATURES}
     prefilter = _prefilter(language, packages)
@@ -146,6 +149,7 @@ def _extract(
                     exact_key=fn.exact_key,
                     signature=minhash_signature(fn.tokens, num_perm, shingle_size),
                     contaminated=bool(benchmark_ngrams and ngram_hashes(fn.tokens, ngram_n) & benchmark_ngrams),
+                    decontaminated_against=benchmarks,
                 )
             emit(**values)
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from processing.generation import Sampling
 from processing.languages import get_language
-from processing.steps.verify import PASSING, attempt, error_excerpt, reject, rows_in_state, set_passing
+from processing.steps.verify import PASSING, attempt, error_excerpt, reject, rows_in_state, run_programs, set_passing
 
 
 def fix_conversation(template, code: str, test_code: str, error: str | None, function_name: str) -> list[dict]:
@@ -57,8 +57,8 @@ def fix_round_batch(
                 out["attempts"][i].append(attempt(round_, index, why))
             else:
                 candidates.append((i, index, code))
-    verdicts = sandbox.verify(
-        [(code, out["test_code"][i]) for i, _, code in candidates], progress=True, desc=f"verifying round {round_}"
+    verdicts = run_programs(
+        sandbox, [(code, out["test_code"][i]) for i, _, code in candidates], desc=f"verifying round {round_}"
     )
     best: dict[int, tuple] = {}
     passed: dict[int, list[tuple]] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processing.languages import get_language
-from processing.steps.verify import PASSING, reject, rows_in_state
+from processing.steps.verify import PASSING, reject, rows_in_state, run_programs
 
 
 def guard_batch(batch: dict[str, list], *, sandbox, language: str = "python") -> dict[str, list]:
@@ -16,7 +16,7 @@ def guard_batch(batch: dict[str, list], *, sandbox, language: str = "python") ->
         for stub in lang.stub_implementations(out["code"][i], out["function_name"][i]):
             pairs.append((stub, out["test_code"][i]))
             owners.append(i)
-    for i, result in zip(owners, sandbox.verify(pairs, progress=True, desc="checking the tests bite")):
+    for i, result in zip(owners, run_programs(sandbox, pairs, desc="checking the tests bite")):
         if result.status == PASSING and out["state"][i] == "passing":
             reject(out, i, "vacuous_tests", "the tests pass against a trivially wrong body")
     return out

@@ -3,17 +3,51 @@
 Progress lives in columns (see ``processing.schema.STAGE2_WORK_COLUMNS``): ``state`` is
 ``passing`` (``code`` passes its tests), ``failing`` (``current_code`` fails with
 ``current_error``; a fix round may repair it) or ``rejected`` (``drop_reason``, ``detail``).
+
+Every step runs programs through ``run_programs``: a ``sandbox_error`` (the sandbox
+failed, not the code) is retried, and one that persists stops the run
+(``WorkerFailure``, exit 1, resumable); it never becomes a row's outcome.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from processing.schema import STAGE2_WORK_COLUMNS
+from sandbox import WorkerFailure
 
+logger = logging.getLogger(__name__)
 PASSING = "pass"
+SANDBOX_ERROR = "sandbox_error"
 FIXABLE = frozenset({"fail", "error", "timeout", "oom"})
 ERROR_EXCERPT = 1500
+SANDBOX_RETRIES = 2  # on top of the pool's own retry on a fresh worker
+
+
+def run_programs(sandbox, pairs: list[tuple[str, str]], *, desc: str, confirm: bool | None = None) -> list:
+    """Verdicts of ``(code, test_code)`` pairs in order, none of them a ``sandbox_error``.
+
+    Pairs whose verdict is a sandbox error run again (``SANDBOX_RETRIES`` times); if one
+    still fails for infrastructure reasons, ``WorkerFailure`` stops the run. ``confirm``
+    (when given) asks the sandbox for its second opinion on every pass."""
+    options = {} if confirm is None else {"confirm": confirm}
+    results = list(sandbox.verify(pairs, progress=True, desc=desc, **options)) if pairs else []
+    for retry in range(1, SANDBOX_RETRIES + 1):
+        again = [i for i, result in enumerate(results) if result.status == SANDBOX_ERROR]
+        if not again:
+            return results
+        logger.warning("%s: %d programs met a sandbox error; running them again (retry %d)", desc, len(again), retry)
+        rerun = sandbox.verify([pairs[i] for i in again], progress=True, desc=f"{desc} (retry {retry})", **options)
+        for i, result in zip(again, rerun):
+            results[i] = result
+    failed = [result for result in results if result.status == SANDBOX_ERROR]
+    if failed:
+        raise WorkerFailure(
+            f"{len(failed)} programs met a sandbox error {SANDBOX_RETRIES + 1} times while {desc}: "
+            + (failed[0].details or "").strip()[:300]
+        )
+    return results
 
 
 def error_excerpt(details: str | None) -> str:
@@ -63,12 +97,12 @@ def verify_batch(batch: dict[str, list], *, sandbox) -> dict[str, list]:
         tests_passed=[None] * n,
         verify_duration_s=[None] * n,
     )
-    results = sandbox.verify(list(zip(batch["code"], batch["test_code"])), progress=True, desc="verifying")
+    results = run_programs(sandbox, list(zip(batch["code"], batch["test_code"])), desc="verifying")
     for i, result in enumerate(results):
         if result.status == PASSING:
             set_passing(out, i, out["code"][i], result)
         elif result.status in FIXABLE:
             out["state"][i], out["current_error"][i] = "failing", result.details
-        else:  # rejected by the sandbox (tampering, no tests) or infrastructure trouble
+        else:  # rejected by the sandbox's static checks (tampering, no tests)
             reject(out, i, result.reason or result.status, result.details)
     return out

@@ -8,6 +8,11 @@ from processing.languages.python.formats import (
     chat_messages,
     completion_instruction,
     defines,
+    has_docstring,
+    publishable_layout,
+    published_form_problem,
+    signature,
+    signature_change,
     split_prompt_completion,
     stub_implementations,
 )
@@ -26,6 +31,7 @@ PROMPT_DIR = Path(__file__).parent / "prompts"
 
 __all__ = [
     "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "ParsedTests", "analyse_file",
-    "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "import_prefilter",
-    "normalized_tokens", "parse_test_answer", "split_prompt_completion", "stub_implementations", "tokens",
+    "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "has_docstring",
+    "import_prefilter", "normalized_tokens", "parse_test_answer", "publishable_layout", "published_form_problem",
+    "signature", "signature_change", "split_prompt_completion", "stub_implementations", "tokens",
 ]  # fmt: skip

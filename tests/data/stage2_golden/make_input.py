@@ -1,9 +1,11 @@
 """Writes input.jsonl and rules.jsonl: the golden stage-2 case (every branch of the flow).
 
-expected.jsonl was produced by the stage 2 of commit fb1539a (before the rebuild into
+expected.jsonl was first produced by the stage 2 of commit fb1539a (before the rebuild into
 steps) on this input, with ``--samples 3 --rounds 2 --keep_variants 2 --sandbox_timeout 3``
-and these scripted answers; tests/test_stage2.py checks the rebuilt stage 2 writes the same
-ids, codes, verdicts and drop reasons.
+and these scripted answers; tests/test_stage2.py checks stage 2 still writes the same ids,
+codes, verdicts and drop reasons. Issue 11 changed it deliberately, with ``--keep_unrefined``
+added to the flags: the chat task of a row without a docstring no longer mentions one,
+and every row carries ``decontaminated_against`` (every other field is as fb1539a wrote it).
 """
 
 import json
