@@ -133,6 +133,18 @@ def _table(header: tuple[str, str], rows: list[tuple], code: bool = False) -> st
     return "\n".join(lines)
 
 
+def public_command(command: str) -> str:
+    """The command line as a card shows it: a local absolute path by its last part only (it
+    would say nothing to a reader and shows the machine's layout)."""
+    words = []
+    for word in command.split(" "):
+        flag, equals, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        if value.startswith(("/", "~")) and len(value) > 1:
+            value = Path(value).name or value
+        words.append(f"{flag}{equals}{value}")
+    return " ".join(words)
+
+
 def _provenance(stage: str, settings: dict, command: str) -> list[str]:
     lines = []
     if settings.get("model"):
@@ -172,7 +184,7 @@ def _provenance(stage: str, settings: dict, command: str) -> list[str]:
     if settings.get("unitcoder"):
         ident = settings["unitcoder"]
         lines.append(f"unitcoder: version `{ident['version']}`, source digest `{ident['source_digest']}`")
-    lines.append(f"Command: `{command}`")
+    lines.append(f"Command (local paths by name): `{public_command(command)}`")
     return [f"- {line}" for line in lines]
 
 
@@ -211,9 +223,9 @@ def render_card(
     empty = [name for name, n in stats.get("config_rows", {}).items() if n == 0]
     if empty:
         sections.append(
-            f"Empty here: {', '.join(f'`{name}`' for name in empty)}. `load_dataset` refuses an empty parquet "
-            'split; read such a config with pandas (`pandas.read_parquet("hf://datasets/<this repo>/data/")` '
-            "for `default`, `rejected/` for `rejected`), which gives an empty table with every column."
+            f"Empty here: {', '.join(f'`{name}`' for name in empty)} (nothing in it). `load_dataset` refuses an empty "
+            'split unless it streams: `load_dataset("<this repo>", split="train", streaming=True)` yields no rows '
+            "(the funnel above says why)."
         )
     sections.append("## Funnel")
     if picture:

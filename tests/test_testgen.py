@@ -81,7 +81,7 @@ def test_prompt_template_fills_code_with_braces_and_hashes_its_text(tmp_path):
     [
         ("unit_test", {"code": "CODE", "function_name": "NAME"}),
         ("fix", {"code": "CODE", "test_code": "TESTS", "error": "TRACE", "function_name": "NAME"}),
-        ("refine", {"code": "CODE", "function_name": "NAME"}),
+        ("refine", {"code": "CODE", "test_code": "TESTS", "function_name": "NAME"}),
     ],
 )
 def test_shipped_prompts_use_exactly_the_values_their_step_fills(name, values):
