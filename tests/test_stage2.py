@@ -343,6 +343,14 @@ def expected_golden() -> list[dict]:
 def test_the_rebuilt_stage_2_writes_the_rows_the_old_one_wrote(tmp_path, golden_input):
     assert stage2.main(golden_args(tmp_path, golden_input, "out")) == 0
     assert all_rows(tmp_path / "out") == expected_golden()
+    # every published pair, as published, passes its tests in a plain fresh interpreter (not our sandbox)
+    published = [r for r in all_rows(tmp_path / "out") if r["config"] == "default"]
+    assert published
+    for row in published:
+        script = tmp_path / f"published_{row['id']}.py"
+        script.write_text(row["prompt"] + row["completion"] + "\n\n" + row["test_code"] + "\n\nunittest.main()\n")
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (row["id"], result.stderr[-2000:])
 
 
 def test_chunks_and_shards_do_not_change_any_row(tmp_path, golden_input):
