@@ -90,7 +90,11 @@ class Generator:
             bar.update(1)
 
         if todo:
-            self.backend.complete([requests[i] for i in todo], done)
+            try:
+                self.backend.complete([requests[i] for i in todo], done)
+            finally:  # the answers received are durable once the call returns (or is interrupted)
+                if self.cache:
+                    self.cache.flush()
         bar.close()
         logger.info(
             "%s: %d answers (%d from the cache, %d asked, %d failed); %d prompt + %d completion tokens so far",
