@@ -8,13 +8,14 @@ median of ``--repeats`` runs):
 * unitcoder: ``python processing/stage1.py --source_dir CORPUS --num_proc 2 --skip_test_generation``
   (retrieval only) with an empty
   datasets cache (prefilter, parsing, function analysis, dedup, decontamination against
-  HumanEval, Hub-layout output);
+  HumanEval, the define check of every kept function in the sandbox, Hub-layout output;
+  ``--skip_define_check`` times it without the check);
 * optionally UnitCoder's released filter (``data_filter/filter_code_from_raw.py`` from
   github.com/Entarochuan/UnitCoder): ``--unitcoder_checkout PATH`` runs it with the same
   number of workers on the same files (converted to the JSONL it reads; the conversion
   is not timed). It needs ``astor`` installed.
 
-    python benchmarks/stage1_throughput.py [--corpus DIR] [--num_proc 2] [--unitcoder_checkout PATH]
+    python benchmarks/stage1_throughput.py [--corpus DIR] [--num_proc 2] [--skip_define_check] [--unitcoder_checkout PATH]
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=None, help="folder of .py files (default: a copy of the stdlib)")
     parser.add_argument("--num_proc", type=int, default=2, help="processes for stage 1 (and UnitCoder's filter)")
     parser.add_argument("--unitcoder_checkout", type=Path, default=None, help="root of a UnitCoder checkout")
+    parser.add_argument(
+        "--skip_define_check", action="store_true", help="run stage 1 without its define check (in the sandbox)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the median is reported")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -131,7 +135,8 @@ def main() -> int:
 
         stage1_s = timed(
             [sys.executable, str(REPO / "processing" / "stage1.py"), "--source_dir", str(corpus),
-             "--output_dir", str(out), "--num_proc", str(args.num_proc), "--skip_test_generation"],
+             "--output_dir", str(out), "--num_proc", str(args.num_proc), "--skip_test_generation",
+             *(["--skip_define_check"] if args.skip_define_check else [])],
             args.repeats, fresh, env=env,
         )  # fmt: skip
         stats = json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())
@@ -147,6 +152,7 @@ def main() -> int:
             "files_dropped": stats["files_dropped"],
             "functions_found": stats["counts"]["functions"],
             "functions_dropped": stats["functions_dropped"],
+            "define_check": stats.get("define_check"),
         }
         print(f"ast.parse only, 1 process     : {figures['baseline_mb_per_s']:6.2f} MB/s ({baseline_s:.2f}s)")
         print(f"stage 1 retrieval, {args.num_proc} procs   : {figures['stage1_mb_per_s']:6.2f} MB/s ({stage1_s:.2f}s)")
@@ -167,6 +173,14 @@ def main() -> int:
         print(f"\nyield: {kept} functions kept = {figures['kept_per_mb']:.1f} per MB")
         print(f"files dropped: {json.dumps(stats['files_dropped'])}")
         print(f"functions found: {stats['counts']['functions']}; dropped: {json.dumps(stats['functions_dropped'])}")
+        define = stats.get("define_check")
+        if define:
+            print(
+                f"define check: {define['checked']} functions, {define['programs']} sandbox programs, "
+                f"{define['dropped']} do not define ({define['seconds']:.2f}s)"
+            )
+        else:
+            print("define check: skipped")
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

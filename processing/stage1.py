@@ -6,27 +6,29 @@
     python processing/stage1.py --num_shards 8 --shard_index 3    # one task of a job array
 
 Steps: extraction (``processing.steps.extract``, a parallel ``map``), selection
-(``processing.steps.select``: contamination, deduplication, ``--limit``, in input
-order), then unit-test generation (``processing.steps.testgen``): every kept function
+(``processing.steps.select``: contamination, deduplication, the define check of
+``processing.steps.define`` (each kept function's code must define alone in the
+sandbox; ``--skip_define_check``), ``--limit``, in input order), then unit-test generation (``processing.steps.testgen``): every kept function
 goes to the model (one engine call for the whole round; ``--backend``, default the
 embedded SmolLM2 via llama.cpp) and keeps the ``unittest`` module cut out of the answer
 (``--skip_test_generation`` for retrieval only). Writes a Hub-layout folder
 (``--output_dir``): kept functions in the ``default`` config, dropped files, functions
 and unusable tests with their ``drop_reason`` in ``rejected``, and
 ``stats/shard-*.json`` with the funnel; ``--push --repo_id`` publishes it. Exit codes:
-0 done, 1 stopped (generation or push failed; rerun to resume), 2 bad arguments or
-input, or a missing model (nothing is written then).
+0 done, 1 stopped (generation, the sandbox or the push failed; rerun to resume), 2 bad
+arguments or input, a missing model or no usable sandbox (nothing is written then).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,20 +37,23 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from dataset_card import funnel_plot, render_card
-from processing.args import start_script
+from dataset_card.card import unitcoder_identity
+from processing.args import SandboxArgs, start_script
 from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
 from processing.engine import add_stats
-from processing.evalsets import check_names
+from processing.evalsets import BENCHMARKS, check_names
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
 from processing.languages import PromptTemplate
 from processing.packages import parse_packages
 from processing.schema import EXTRACTED_FEATURES, KEPT_FEATURES, TESTED_FEATURES
 from processing.schema import STAGE1_REJECTED_FEATURES as REJECTED_FEATURES
+from processing.steps.define import define_batch, preload_for
 from processing.steps.extract import extract_batch
 from processing.steps.select import Selector
 from processing.steps.testgen import generate_tests_batch
+from sandbox import DEFAULT_PRELOAD, Sandbox, SandboxUnavailable, WorkerFailure
 
 logger = logging.getLogger("stage1")
 # The code whose behaviour decides which rows come out: part of the extraction's fingerprint.
@@ -56,6 +61,7 @@ CODE_VERSION_FILES = (
     "languages/python/functions.py",
     "steps/extract.py",
     "steps/select.py",
+    "steps/define.py",
     "dedup.py",
     "corpus.py",
     "evalsets.py",
@@ -144,7 +150,22 @@ class RunArgs:
     )
     block_files: int = field(default=4096, metadata={"help": "files per extraction step when --limit is set"})
     skip_test_generation: bool = field(default=False, metadata={"help": "retrieval only: no LLM, no test_code column"})
+    skip_define_check: bool = field(
+        default=False,
+        metadata={
+            "help": "keep functions without checking that their code defines alone in the sandbox (saves starting "
+            "the sandbox and a few ms of CPU per kept function; about 1%% of library functions then do not even "
+            "define, and fail in stage 2)"
+        },
+    )
     push: bool = field(default=False, metadata={"help": "publish the output folder to the Hub (needs --repo_id)"})
+    allow_partial_decontamination: bool = field(
+        default=False,
+        metadata={
+            "help": "let --push publish functions that were not checked against every benchmark unitcoder knows "
+            f"({', '.join(BENCHMARKS)}); offline only HumanEval can be checked"
+        },
+    )
     repo_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repo for --push, e.g. user/unitcoder-stage1"}
     )
@@ -226,9 +247,12 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs)
-    (inp, ret, gen, run), command = start_script("processing/stage1.py", classes, __doc__, argv)
+    classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs, SandboxArgs)
+    (inp, ret, gen, run, box), command = start_script("processing/stage1.py", classes, __doc__, argv)
     started = time.time()
+    checker = None
+    # The define check's sandbox starts while the input and benchmarks load (it takes a moment).
+    starting = None if run.skip_define_check else _in_background(lambda: DefineCheck(box.config()))
     # Everything that can be wrong with the input stops the run here, before any file is written.
     try:
         plan = check_arguments(inp, ret, run)
@@ -240,21 +264,46 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         needs_hub = any(n != "humaneval" for n in plan.benchmarks)
         benchmarks = load_benchmarks(plan.benchmarks, ret.ngram, hub_reachable() if needs_hub else False)
-    except (ValueError, GenerationError) as exc:
+        unchecked = [name for name in BENCHMARKS if name not in benchmarks.used]
+        if run.push and unchecked and not run.allow_partial_decontamination:
+            raise ValueError(
+                f"not starting: --push would publish functions not checked against {', '.join(unchecked)} "
+                f"({'; '.join(f'{k}: {v}' for k, v in benchmarks.skipped.items()) or 'not asked for'}); run where "
+                "the Hub is reachable, or pass --allow_partial_decontamination to publish them as they are (the card "
+                "and each row's decontaminated_against say what was checked)"
+            )
+        if starting is not None:
+            checker = starting.result()  # a machine without a sandbox stops here, before any output
+    except (ValueError, GenerationError, SandboxUnavailable) as exc:
+        logger.error("%s", exc)
+        _close_started(starting)
+        return 2
+    except WorkerFailure as exc:
+        logger.error("the sandbox did not start (%s); fix the machine and rerun the same command", exc)
+        _close_started(starting)
+        return 1
+    try:
+        if inp.num_shards > 1:
+            corpus = shard_corpus(corpus, inp.num_shards, inp.shard_index)
+        logger.info(
+            "input: %s; %d target packages; shard %d of %d",
+            described, len(plan.packages), inp.shard_index + 1, inp.num_shards,
+        )  # fmt: skip
+        output = Path(run.output_dir)
+        name = shard_name(inp.shard_index, inp.num_shards)
+        retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
+        rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
+        kept_sink = ParquetSink(retrieved_path, KEPT_FEATURES)
+        stats = retrieve(corpus, plan, benchmarks, inp, ret, run, kept_sink, rejected_sink, checker)
+    except SandboxUnavailable as exc:  # a restart with more preloaded packages failed
         logger.error("%s", exc)
         return 2
-    if inp.num_shards > 1:
-        corpus = shard_corpus(corpus, inp.num_shards, inp.shard_index)
-    logger.info(
-        "input: %s; %d target packages; shard %d of %d",
-        described, len(plan.packages), inp.shard_index + 1, inp.num_shards,
-    )  # fmt: skip
-
-    output = Path(run.output_dir)
-    name = shard_name(inp.shard_index, inp.num_shards)
-    retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
-    rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
-    stats = retrieve(corpus, plan, benchmarks, inp, ret, run, ParquetSink(retrieved_path, KEPT_FEATURES), rejected_sink)
+    except WorkerFailure as exc:  # infrastructure, not the code's fault: stop rather than drop rows
+        logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
+        return 1
+    finally:
+        if checker is not None:
+            checker.close()  # before test generation: the model may want the memory
     stats["input"], stats["input_revision"] = described, inp.input_revision
     if generator:
         try:
@@ -284,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_card(output, inp.num_shards, command)
     log_funnel(stats)
+    if run.push and not stats["kept"]:
+        logger.error("not pushing: no function was kept, so the default config is empty (the rejected config says why)")
+        return 1
     if run.push:
         try:
             what = "functions with LLM-written unit tests" if generator else "functions (retrieval only)"
@@ -302,9 +354,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def retrieve(
-    corpus, plan: Plan, benchmarks, inp: InputArgs, ret: RetrievalArgs, run: RunArgs, kept_sink, rejected_sink
+    corpus,
+    plan: Plan,
+    benchmarks,
+    inp: InputArgs,
+    ret: RetrievalArgs,
+    run: RunArgs,
+    kept_sink,
+    rejected_sink,
+    checker: DefineCheck | None = None,
 ):
-    """The extraction and selection steps, written to the sinks as they go; returns the stats."""
+    """The extraction and selection steps (with the define check when ``checker`` is
+    given), written to the sinks as they go; returns the stats."""
     kwargs = {
         "packages": plan.packages,
         "max_bytes": inp.max_file_bytes,
@@ -314,15 +375,18 @@ def retrieve(
         "num_perm": ret.num_perm,
         "shingle_size": ret.shingle_size,
         "file_timeout_s": ret.file_timeout_s,
+        "benchmarks": tuple(benchmarks.used),
     }
     ngrams_digest = hashlib.sha1(",".join(map(str, sorted(benchmarks.hashes))).encode()).hexdigest()[:12]
     settings = {k: v for k, v in kwargs.items() if k != "benchmark_ngrams"} | {
         "benchmarks": benchmarks.used,
         "benchmark_ngrams": ngrams_digest,
         "code": code_version(),
+        "define_check": checker is not None,
+        "define_limits": checker.limits() if checker else None,
     }
     settings_hash = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit)
+    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, check=checker)
     for table in tqdm(
         extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
     ):
@@ -341,7 +405,80 @@ def retrieve(
         "limit_reached": selector.done,
         "settings": settings,
         "kept": selector.counts["kept"],
+        "define_check": checker.summary() if checker else None,
     }
+
+
+def _in_background(make) -> concurrent.futures.Future:
+    """``make()`` run in a thread of its own; its result (or exception) from ``.result()``."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="define-check-start")
+    future = pool.submit(make)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _close_started(future: concurrent.futures.Future | None) -> None:
+    """Close what a background start made, if it made anything (the run stops)."""
+    if future is None:
+        return
+    try:
+        future.result().close()
+    except Exception:  # it failed to start: nothing to close
+        pass
+
+
+class DefineCheck:
+    """Stage 1's define check as the ``Selector``'s check: each function that selection
+    keeps goes through ``define_batch`` in the sandbox.
+
+    The sandbox starts at once without preloaded packages (cheap; a machine without one
+    stops the run before any output). Once the rows to check are known it is restarted
+    with the sandbox's preload packages (``DEFAULT_PRELOAD``) that they import, if any:
+    importing those once per worker is far cheaper than once per program.
+    """
+
+    def __init__(self, config):
+        self.config = replace(config, preload=())
+        self.sandbox = Sandbox(self.config).start()
+        self.counts: Counter = Counter()
+        self.seconds = 0.0
+        self.verdicts: dict = {}  # shared verdicts, carried from table to table
+
+    def limits(self) -> dict:
+        """The settings that can change a verdict (the preload follows the rows)."""
+        return {k: v for k, v in self.config.fingerprint_fields().items() if k != "preload"}
+
+    def __call__(self, rows: list[dict]) -> list[tuple[str, str] | None]:
+        started = time.time()
+        codes = [row["code"] for row in rows]
+        wanted = preload_for(codes, DEFAULT_PRELOAD)
+        if not set(wanted) <= set(self.config.preload):
+            preload = tuple(m for m in DEFAULT_PRELOAD if m in wanted or m in self.config.preload)
+            logger.info("define check: restarting the sandbox with %s preloaded", ", ".join(preload))
+            self.sandbox.close()
+            self.config = replace(self.config, preload=preload)
+            self.sandbox = Sandbox(self.config).start()
+            self.verdicts.clear()  # the verdicts of another configuration
+        out = define_batch({"code": codes}, sandbox=self.sandbox, verdicts=self.verdicts)
+        self.seconds += time.time() - started
+        self.counts["checked"] += len(codes)
+        self.counts["programs"] += len(codes) - sum(out["define_shared"])
+        self.counts["dropped"] += sum(1 for r in out["drop_reason"] if r)
+        self.counts.update(f"status_{s}" for s in out["define_status"] if s != "pass")
+        return [(r, d) if r else None for r, d in zip(out["drop_reason"], out["detail"])]
+
+    def summary(self) -> dict:
+        return {
+            "checked": self.counts["checked"],
+            "programs": self.counts["programs"],
+            "dropped": self.counts["dropped"],
+            "dropped_by_status": {k[len("status_") :]: v for k, v in self.counts.items() if k.startswith("status_")},
+            "preloaded": list(self.config.preload),
+            "seconds": round(self.seconds, 2),
+        }
+
+    def close(self) -> None:
+        self.sandbox.close()
 
 
 def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, generator, template, sampling) -> dict:
@@ -412,18 +549,33 @@ def write_card(output: Path, num_shards: int, command: str) -> None:
     for record in records:
         total = add_stats(total, {"funnel": record["funnel"], "dropped": record["dropped"]})
     first, tests = records[0], records[0].get("test_generation") or {}
+    checked = [set(record["decontaminated_against"]) for record in records]
+    skipped: dict = {}
+    for record in records:
+        skipped.update(record["decontamination_skipped"])
+    for name in BENCHMARKS:
+        if checked and name not in set.intersection(*checked) and name not in skipped:
+            skipped[name] = "not asked for (--decontaminate)"
     settings = {
         "input": first["input"],
         "input_revision": first.get("input_revision"),
+        "unitcoder": unitcoder_identity(),
         "model": tests.get("test_model"),
         "backend": tests.get("test_backend"),
         "sampling": tests.get("sampling"),
         "prompt_hashes": {"unit_test": tests["test_prompt_hash"]} if tests else None,
         "packages": first["packages"],
-        "decontaminated_against": first["decontaminated_against"],
-        "decontamination_skipped": first["decontamination_skipped"],
+        # what every shard checked; a benchmark some shard skipped is listed with its reason
+        "decontaminated_against": sorted(set.intersection(*checked)) if checked else [],
+        "decontamination_skipped": skipped,
     }
-    stats = {"funnel": total["funnel"], "dropped": total["dropped"], "shards": len(records)}
+    kept = sum(record["kept"] for record in records)
+    stats = {
+        "funnel": total["funnel"],
+        "dropped": total["dropped"],
+        "shards": len(records),
+        "config_rows": {"default": kept, "rejected": sum(total["dropped"].values())},
+    }
     if len(records) < num_shards:
         stats["shards_missing"] = num_shards - len(records)
     funnel_plot(stats["funnel"], output / "funnel.png", title="unitcoder stage 1 funnel")
@@ -442,6 +594,12 @@ def log_funnel(stats: dict) -> None:
     for reason, n in stats["functions_dropped"].items():
         logger.info("  functions dropped, %s: %d", reason, n)
     logger.info("functions retrieved: %d%s", counts["kept"], " (limit reached)" if stats["limit_reached"] else "")
+    define = stats.get("define_check")
+    if define:
+        logger.info(
+            "define check: %d functions, %d programs in %.1fs, %d do not define",
+            define["checked"], define["programs"], define["seconds"], define["dropped"],
+        )  # fmt: skip
     tests = stats.get("test_generation")
     if tests:
         logger.info("unit tests: %d functions in, %d answers", tests["functions"], tests["answers"])

@@ -44,6 +44,10 @@ from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
 
 logger = logging.getLogger("stage2")
 LANGUAGE = "python"
+# Rejections of rows that had passed their tests (by the guard, refine or the published-form check).
+REJECTED_AFTER_PASSING = frozenset(
+    {"vacuous_tests", "refine_failed", "published_form_mismatch", "published_form_fails", "confirm_disagrees"}
+)
 
 
 @dataclass
@@ -137,10 +141,10 @@ def open_input(args: Stage2Args) -> InputTable:
 def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
     """The funnel, drop reasons and package coverage of one finished chunk."""
     state = batch["state"]
-    verified_at = Counter(
+    verified_at = Counter(  # every row that passed its tests once, whatever a later step decided
         batch["fix_rounds"][i]
         for i, s in enumerate(state)
-        if s == "passing" or batch["drop_reason"][i] == "vacuous_tests"
+        if s == "passing" or batch["drop_reason"][i] in REJECTED_AFTER_PASSING
     )
     counts = {"input": len(state), "passed_first_try": verified_at[0]}
     counts |= {f"fixed_in_round_{r}": verified_at[r] for r in rounds_run}

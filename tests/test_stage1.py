@@ -335,7 +335,16 @@ def test_push_uploads_the_folder_in_one_commit(real_sources, tmp_path, monkeypat
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     out = tmp_path / "out"
-    assert run("--source_dir", str(real_sources), "--output_dir", str(out), "--push", "--repo_id", "me/stage1") == 0
+    push = ("--push", "--repo_id", "me/stage1")
+    # offline, only HumanEval can be checked: a push stops before any work unless that is accepted
+    assert run("--source_dir", str(real_sources), "--output_dir", str(out), *push) == 2 and not out.exists()
+    assert calls == []
+    assert (
+        run("--source_dir", str(real_sources), "--output_dir", str(out), *push, "--allow_partial_decontamination") == 0
+    )
+    assert {tuple(r["decontaminated_against"]) for r in kept(out)} == {("humaneval",)}
+    card = (out / "README.md").read_text()
+    assert "Decontaminated against: humaneval; not checked: mbpp (" in card and "source digest" in card
     (create, upload) = calls
     assert create[:2] == ("create_repo", "me/stage1") and create[2]["repo_type"] == "dataset"
     assert upload[1] == "me/stage1" and upload[2]["repo_type"] == "dataset"
@@ -357,7 +366,8 @@ def test_failed_push_keeps_the_local_output_and_says_so(real_sources, tmp_path, 
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
     out = tmp_path / "out"
-    assert run("--source_dir", str(real_sources), "--output_dir", str(out), "--push", "--repo_id", "me/x") == 1
+    push = ("--push", "--repo_id", "me/x", "--allow_partial_decontamination")
+    assert run("--source_dir", str(real_sources), "--output_dir", str(out), *push) == 1
     assert "local output" in caplog.text and len(kept(out)) > 0
 
 

@@ -5,7 +5,11 @@ content; what is left needs to know what came before: a candidate function is dr
 as ``contaminated`` (it shares an n-gram with a benchmark solution, flagged during
 extraction), ``duplicate`` (same code after normalising whitespace and comments as an
 earlier kept function) or ``near_duplicate`` (MinHash Jaccard above the threshold
-against an earlier kept function), and the run stops at ``--limit`` kept functions.
+against an earlier kept function), then goes through the optional ``check`` (stage 1's
+define check, ``processing.steps.define``: ``does_not_define``), and the run stops at
+``--limit`` kept functions. The check sees only rows dedup keeps, so a copy of a function
+the check drops is a ``duplicate`` of it; with ``--limit`` it is run on the rows of a table
+in order, a few more than are still needed at a time, so the limit counts checked rows.
 
 Order, and why results do not depend on how the work was split
 ---------------------------------------------------------------
@@ -30,11 +34,18 @@ next to nothing here. Only candidate functions become Python rows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from processing.dedup import Deduplicator
+
+# A check run on the candidates that contamination and dedup keep, in input order: one
+# verdict per row, None to keep it or (drop reason, detail). With ``--limit`` it is fed
+# only as many rows as are still needed (at least MIN_CHECK at a time).
+Check = Callable[[list[dict]], list[tuple[str, str] | None]]
+MIN_CHECK = 8
 
 
 class Selector:
@@ -45,9 +56,10 @@ class Selector:
     one run.
     """
 
-    def __init__(self, dedup: Deduplicator, limit: int | None = None):
+    def __init__(self, dedup: Deduplicator, limit: int | None = None, check: Check | None = None):
         self.dedup = dedup
         self.limit = limit
+        self.check = check
         self.counts: Counter = Counter({"files": 0, "bytes": 0, "functions": 0, "kept": 0})
         self.files_dropped: Counter = Counter()
         self.functions_dropped: Counter = Counter()
@@ -81,17 +93,34 @@ class Selector:
         new_reasons: list[str | None] = [None] * len(levels)
         new_details: list[str | None] = [None] * len(levels)
         if candidates:
+            survivors: list[tuple[int, dict]] = []  # kept by contamination and dedup, for the check
             for position, row in zip(candidates, table.take(pa.array(candidates, pa.int64())).to_pylist()):
                 reason, detail = self._decide(row)
                 if reason:
                     new_reasons[position], new_details[position] = reason, detail
                     reasons[position] = reason
                     continue
+                if self.check is not None:
+                    survivors.append((position, row))
+                    continue
                 kept.append(position)
                 self.counts["kept"] += 1
                 if self.done:
                     stop = position + 1
                     break
+            while survivors and not self.done:
+                need = len(survivors) if self.limit is None else self.limit - self.counts["kept"]
+                chunk, survivors = survivors[: max(need, MIN_CHECK)], survivors[max(need, MIN_CHECK) :]
+                for (position, _), verdict in zip(chunk, self.check([row for _, row in chunk])):
+                    if verdict is not None:
+                        new_reasons[position], new_details[position] = verdict
+                        reasons[position] = verdict[0]
+                        continue
+                    kept.append(position)
+                    self.counts["kept"] += 1
+                    if self.done:
+                        stop = position + 1
+                        break
         self._count(levels[:stop], reasons[:stop], table.column("file_bytes").to_pylist()[:stop])
         table = table.slice(0, stop)
         table = _fill(table, "drop_reason", new_reasons[:stop])
