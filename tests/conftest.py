@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+import types
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,51 @@ def make_sandbox():
 def verify_one(pool: Sandbox, code: str, test_code: str):
     (result,) = pool.verify([(code, test_code)])
     return result
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi: records what would be sent."""
+
+    def __init__(self, tags=()):
+        self.tags = list(tags)
+        self.calls = []
+
+    def install(self, monkeypatch):
+        import huggingface_hub
+
+        hub = self
+        monkeypatch.setattr(
+            huggingface_hub.HfApi,
+            "create_repo",
+            lambda self, repo_id, **kw: hub.calls.append(("create_repo", repo_id, kw)),
+        )
+        monkeypatch.setattr(
+            huggingface_hub.HfApi,
+            "list_repo_refs",
+            lambda self, repo_id, **kw: types.SimpleNamespace(tags=[types.SimpleNamespace(name=t) for t in hub.tags]),
+        )
+
+        def upload_folder(self, **kw):
+            folder = Path(kw["folder_path"])
+            files = sorted(
+                p.relative_to(folder).as_posix()
+                for p in folder.rglob("*")
+                if p.is_file() and not p.name.startswith(".")
+            )
+            hub.calls.append(("upload_folder", kw, files, (folder / "README.md").read_text()))
+            return types.SimpleNamespace(oid="c0ffee", commit_url="https://huggingface.co/datasets/me/x/commit/c0ffee")
+
+        def create_tag(self, repo_id, **kw):
+            hub.calls.append(("create_tag", repo_id, kw))
+            hub.tags.append(kw["tag"])
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_tag", create_tag)
+
+    @property
+    def uploads(self) -> list[dict]:
+        """What each upload_folder call would have sent: its files and card."""
+        return [{"files": files, "card": card} for kind, _, files, card in self._uploads()]
+
+    def _uploads(self):
+        return [call for call in self.calls if call[0] == "upload_folder"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from conftest import FakeHub, unit_tests
 from processing import stage2
 from processing.languages.python import (
     chat_messages,
@@ -31,11 +31,6 @@ from sandbox import VerifyResult, WorkerFailure
 
 ALL_BENCHMARKS = ["humaneval", "mbpp", "bigcodebench"]
 REFINE = "Rewrite the Python function below as clean"
-
-
-def unit_tests(*bodies: str) -> str:
-    methods = "".join(f"    def test_{i}(self):\n        {body}\n" for i, body in enumerate(bodies))
-    return "import unittest\n\nclass TestCases(unittest.TestCase):\n" + methods
 
 
 def fenced(code: str) -> str:
@@ -283,33 +278,6 @@ def test_run_programs_passes_clean_verdicts_through(sandbox):
 
 
 # --------------------------------------------------------------------------- versions and pushes
-
-
-class FakeHub:
-    """Stands in for ``huggingface_hub.HfApi``: records what would be uploaded and tagged."""
-
-    def __init__(self):
-        self.tags: list[str] = []
-        self.uploads: list[dict] = []
-
-    def install(self, monkeypatch):
-        import huggingface_hub
-
-        hub = self
-        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: None)
-        monkeypatch.setattr(
-            huggingface_hub.HfApi,
-            "list_repo_refs",
-            lambda self, repo_id, **kw: types.SimpleNamespace(tags=[types.SimpleNamespace(name=t) for t in hub.tags]),
-        )
-
-        def upload_folder(self, **kw):
-            folder = Path(kw["folder_path"])
-            hub.uploads.append({"card": (folder / "README.md").read_text()})
-            return types.SimpleNamespace(oid="c0ffee", commit_url="https://huggingface.co/datasets/me/x/commit/c0ffee")
-
-        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
-        monkeypatch.setattr(huggingface_hub.HfApi, "create_tag", lambda self, repo_id, **kw: hub.tags.append(kw["tag"]))
 
 
 def test_the_version_tag_follows_the_rows_not_unitcoders_code(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from conftest import FakeHub
 from processing import stage2
 from processing.languages import PromptTemplate
 
@@ -168,46 +168,6 @@ def test_push_without_repo_id_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         stage2.main(["--push"])
     assert exc.value.code == 2 and "--push needs --repo_id" in capsys.readouterr().err
-
-
-class FakeHub:
-    """Stands in for huggingface_hub.HfApi: records what would be sent."""
-
-    def __init__(self, tags=()):
-        self.tags = list(tags)
-        self.calls = []
-
-    def install(self, monkeypatch):
-        import huggingface_hub
-
-        hub = self
-        monkeypatch.setattr(
-            huggingface_hub.HfApi,
-            "create_repo",
-            lambda self, repo_id, **kw: hub.calls.append(("create_repo", repo_id, kw)),
-        )
-        monkeypatch.setattr(
-            huggingface_hub.HfApi,
-            "list_repo_refs",
-            lambda self, repo_id, **kw: types.SimpleNamespace(tags=[types.SimpleNamespace(name=t) for t in hub.tags]),
-        )
-
-        def upload_folder(self, **kw):
-            folder = Path(kw["folder_path"])
-            files = sorted(
-                p.relative_to(folder).as_posix()
-                for p in folder.rglob("*")
-                if p.is_file() and not p.name.startswith(".")
-            )
-            hub.calls.append(("upload_folder", kw, files, (folder / "README.md").read_text()))
-            return types.SimpleNamespace(oid="c0ffee", commit_url="https://huggingface.co/datasets/me/x/commit/c0ffee")
-
-        def create_tag(self, repo_id, **kw):
-            hub.calls.append(("create_tag", repo_id, kw))
-            hub.tags.append(kw["tag"])
-
-        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
-        monkeypatch.setattr(huggingface_hub.HfApi, "create_tag", create_tag)
 
 
 def test_push_sends_one_commit_and_a_version_tag_and_reruns_publish_nothing(tmp_path, stage1_output, monkeypatch):

@@ -69,6 +69,12 @@ class Selector:
         """Whether ``--limit`` functions have been kept (feed no more tables then)."""
         return self.limit is not None and self.counts["kept"] >= self.limit
 
+    def _keep(self, kept: list[int], position: int) -> bool:
+        """Keep the row at ``position``; True when that reaches the limit."""
+        kept.append(position)
+        self.counts["kept"] += 1
+        return self.done
+
     def _decide(self, row: dict) -> tuple[str | None, str | None]:
         """(drop reason, detail) of a candidate function; (None, None) keeps it."""
         if row["contaminated"]:
@@ -103,9 +109,7 @@ class Selector:
                 if self.check is not None:
                     survivors.append((position, row))
                     continue
-                kept.append(position)
-                self.counts["kept"] += 1
-                if self.done:
+                if self._keep(kept, position):
                     stop = position + 1
                     break
             while survivors and not self.done:
@@ -115,10 +119,7 @@ class Selector:
                     if verdict is not None:
                         new_reasons[position], new_details[position] = verdict
                         reasons[position] = verdict[0]
-                        continue
-                    kept.append(position)
-                    self.counts["kept"] += 1
-                    if self.done:
+                    elif self._keep(kept, position):
                         stop = position + 1
                         break
         self._count(levels[:stop], reasons[:stop], table.column("file_bytes").to_pylist()[:stop])
