@@ -240,3 +240,16 @@ def test_merge_caches_stops_on_a_missing_source_or_a_file_that_is_not_a_cache(tm
         result = merge(str(bad), str(dest))
         assert result.returncode == 2 and f"{bad} is not a unitcoder request cache" in result.stderr
         assert result.stderr.count("\n") == 1
+
+
+def test_a_refused_cache_stops_the_run_before_a_model_is_loaded(tmp_path, monkeypatch):
+    from processing.generation import GenerationArgs, build_generator
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/scratch {mount_point(tmp_path)} nfs rw 0 0\n")
+    monkeypatch.setattr(cache_module, "MOUNTS_FILE", str(mounts))
+    args = GenerationArgs(
+        backend="scripted", model=str(tmp_path / "no-such-rules.jsonl"), cache_dir=str(tmp_path / "c")
+    )
+    with pytest.raises(GenerationError, match="network file system"):  # not "does not exist": the model never loads
+        build_generator(args)

@@ -421,3 +421,15 @@ VLLM = {"backend": "vllm", "model": "org/model"}
 def test_bad_generation_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         GenerationArgs(**settings)
+
+
+def test_two_model_files_with_one_name_get_different_ids(tmp_path):
+    from processing.generation.backends.llama_cpp import file_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "model.gguf").write_bytes(b"GGUF" + b"\x00" * 1000)
+    (tmp_path / "b" / "model.gguf").write_bytes(b"GGUF" + b"\x01" * 1000)
+    first, second = file_digest(str(tmp_path / "a" / "model.gguf")), file_digest(str(tmp_path / "b" / "model.gguf"))
+    assert first != second and len(first) == 12
+    assert file_digest(str(tmp_path / "a" / "model.gguf"), chunk=7) == first  # read in any chunk size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def test_stage1_end_to_end_with_the_embedded_model(tmp_path):
     assert stage1.main(args) == 0
     stats = json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())["test_generation"]
     assert stats["functions"] == 2 and stats["answers"] == 2
-    assert stats["test_backend"] == "llama_cpp" and stats["test_model"].endswith(".gguf")
+    assert stats["test_backend"] == "llama_cpp" and re.fullmatch(r".+\.gguf@[0-9a-f]{12}", stats["test_model"])
     assert stats["kept"] + sum(stats["dropped"].values()) == 2
 
 

@@ -111,7 +111,10 @@ class Generator:
 
 
 def build_generator(args: GenerationArgs) -> Generator:
-    """The generator for the chosen backend, with the request cache unless --no_cache."""
+    """The generator for the chosen backend, with the request cache unless --no_cache.
+    The cache opens first: a cache it refuses (a network file system) stops the run
+    before a model is loaded."""
+    cache = None if args.no_cache else RequestCache(args.cache_dir)
     if args.backend == "llama_cpp":
         backend: Backend = LlamaCppBackend(args.model, args.max_model_len, args.seed)
     elif args.backend == "openai":
@@ -131,7 +134,6 @@ def build_generator(args: GenerationArgs) -> Generator:
         backend = TransformersBackend(args.model, args.batch_size)
     else:
         backend = ScriptedBackend.from_file(args.model)
-    cache = None if args.no_cache else RequestCache(args.cache_dir)
     logger.info(
         "generation: backend %s, model %s, cache %s",
         backend.name,

@@ -9,10 +9,20 @@ backend is built, never at import time.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 
 from processing.generation.types import Backend, Completion, GenerationError, Request
+
+
+def file_digest(path: str, chunk: int = 8 << 20) -> str:
+    """The first 12 hex digits of the file's sha256 (a GGUF is read once, at a few hundred MB/s)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def embedded_model_path() -> str:
@@ -45,13 +55,14 @@ class LlamaCppBackend(Backend):
             self.llm = Llama.from_pretrained(
                 repo_id=repo_id, filename=filename, n_ctx=n_ctx or 4096, seed=seed, verbose=False
             )
-            self.model_id = model
+            self.model_id = f"{model}@{file_digest(self.llm.model_path)}"
         else:
             path = model or embedded_model_path()
             if not os.path.isfile(path):
                 raise GenerationError(f"model file {path} does not exist (give a .gguf path or 'repo_id:filename')")
             self.llm = Llama(model_path=path, n_ctx=n_ctx or 4096, seed=seed, verbose=False)
-            self.model_id = os.path.basename(path)
+            # two different files with one name must not share cached answers: the name carries a digest
+            self.model_id = f"{os.path.basename(path)}@{file_digest(path)}"
 
     def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
         for position, request in enumerate(requests):
