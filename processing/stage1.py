@@ -37,7 +37,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from dataset_card import funnel_plot, render_card
-from dataset_card.card import unitcoder_identity
+from dataset_card.card import FunnelPlotter, unitcoder_identity
 from processing.args import SandboxArgs, start_script
 from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
@@ -250,9 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs, SandboxArgs)
     (inp, ret, gen, run, box), command = start_script("processing/stage1.py", classes, __doc__, argv)
     started = time.time()
-    checker = None
-    # The define check's sandbox starts while the input and benchmarks load (it takes a moment).
+    # The define check's sandbox starts while the input and benchmarks load (it takes a moment),
+    # and the card's picture gets a process of its own (matplotlib loads there meanwhile).
     starting = None if run.skip_define_check else _in_background(lambda: DefineCheck(box.config()))
+    plotter = FunnelPlotter()
+    try:
+        return _run(inp, ret, gen, run, command, started, starting, plotter)
+    finally:
+        plotter.close()
+
+
+def _run(inp, ret, gen, run, command, started, starting, plotter) -> int:
+    """The run after its flags are parsed (``main`` holds the helper processes around it)."""
+    checker = None
     # Everything that can be wrong with the input stops the run here, before any file is written.
     try:
         plan = check_arguments(inp, ret, run)
@@ -331,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     (output / "stats" / f"shard-{inp.shard_index:05d}-of-{inp.num_shards:05d}.json").write_text(
         json.dumps(stats, indent=2)
     )
-    write_card(output, inp.num_shards, command)
+    write_card(output, inp.num_shards, command, plotter)
     log_funnel(stats)
     if run.push and not stats["kept"]:
         logger.error("not pushing: no function was kept, so the default config is empty (the rejected config says why)")
@@ -386,15 +396,25 @@ def retrieve(
         "define_limits": checker.limits() if checker else None,
     }
     settings_hash = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, check=checker)
+    # Without --limit every row selection keeps is checked, so the check runs once, over all of
+    # them, after selection (fewer, fuller batches); with a limit it runs inside selection,
+    # so that the limit counts functions that define.
+    deferred = checker is not None and run.limit is None
+    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, check=None if deferred else checker)
+    unchecked = ParquetSink(kept_sink.path.with_name(f".unchecked-{kept_sink.path.name}"), KEPT_FEATURES)
+    selected_sink = unchecked if deferred else kept_sink
     for table in tqdm(
         extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
     ):
-        for sink, rows in zip((kept_sink, rejected_sink), selector.select(table)):
+        for sink, rows in zip((selected_sink, rejected_sink), selector.select(table)):
             if len(rows):  # an empty row group would make the file unreadable for datasets
                 sink.add_table(rows)
         if selector.done:
             break
+    unchecked.close()
+    if deferred:
+        check_selected(unchecked.path, checker, selector, kept_sink, rejected_sink)
+    unchecked.path.unlink()
     kept_sink.close()
     return selector.stats() | {
         "shard_index": inp.shard_index,
@@ -407,6 +427,29 @@ def retrieve(
         "kept": selector.counts["kept"],
         "define_check": checker.summary() if checker else None,
     }
+
+
+def check_selected(path: Path, checker: DefineCheck, selector: Selector, kept_sink, rejected_sink) -> None:
+    """The define check over every function selection kept (read back from ``path``): those
+    that define go to ``kept_sink``, the others to ``rejected_sink`` with their reason; the
+    selector's counts follow."""
+    table = pq.read_table(path)
+    if not len(table):
+        return
+    verdicts = checker(table.select(["code"]).to_pylist())
+    passing = [verdict is None for verdict in verdicts]
+    kept = table.filter(pa.array(passing))
+    if len(kept):
+        kept_sink.add_table(kept)
+    failing = [i for i, ok in enumerate(passing) if not ok]
+    if failing:
+        dropped = table.take(pa.array(failing, pa.int64()))
+        dropped = dropped.append_column("level", pa.array(["function"] * len(failing), pa.string()))
+        dropped = dropped.append_column("drop_reason", pa.array([verdicts[i][0] for i in failing], pa.string()))
+        dropped = dropped.append_column("detail", pa.array([verdicts[i][1] for i in failing], pa.string()))
+        rejected_sink.add_table(dropped)
+        selector.counts["kept"] -= len(failing)
+        selector.functions_dropped.update(verdicts[i][0] for i in failing)
 
 
 def _in_background(make) -> concurrent.futures.Future:
@@ -541,7 +584,7 @@ def shared_layout(stats: dict) -> dict:
     return {"funnel": funnel, "dropped": dict(dropped.most_common())}
 
 
-def write_card(output: Path, num_shards: int, command: str) -> None:
+def write_card(output: Path, num_shards: int, command: str, plotter: FunnelPlotter | None = None) -> None:
     """README.md and funnel.png from every finished shard's stats (each shard of a job array
     rewrites them, so the folder is one dataset without a merge step)."""
     records = [json.loads(p.read_text()) for p in sorted((output / "stats").glob(f"shard-*-of-{num_shards:05d}.json"))]
@@ -578,7 +621,11 @@ def write_card(output: Path, num_shards: int, command: str) -> None:
     }
     if len(records) < num_shards:
         stats["shards_missing"] = num_shards - len(records)
-    funnel_plot(stats["funnel"], output / "funnel.png", title="unitcoder stage 1 funnel")
+    title = "unitcoder stage 1 funnel"
+    if plotter is not None:
+        plotter.draw(stats["funnel"], output / "funnel.png", title)
+    else:
+        funnel_plot(stats["funnel"], output / "funnel.png", title=title)
     card = render_card(stage="stage1", stats=stats, settings=settings, command=command)
     partial = output / ".README.md.partial"
     partial.write_text(card)
