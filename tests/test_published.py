@@ -373,3 +373,16 @@ def test_every_layout_splits_into_a_pair_that_is_the_code_and_behaves_the_same(c
 )
 def test_signature_change_sees_names_order_kinds_and_defaults(before, after, changed):
     assert (signature_change(before, after, "f") is not None) == changed
+
+
+def test_the_funnel_plotter_draws_in_its_process_or_here_if_that_died(tmp_path):
+    from dataset_card.card import FunnelPlotter
+
+    funnel = [["files read", 10], ["functions kept", 3]]
+    plotter = FunnelPlotter()
+    plotter.draw(funnel, tmp_path / "a.png", "t")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    dead = FunnelPlotter()
+    dead.close()  # killed before it was asked: the picture is drawn in this process instead
+    dead.draw(funnel, tmp_path / "b.png", "t")
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
