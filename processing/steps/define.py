@@ -24,8 +24,9 @@ after the other (each defines only its own names, from its own import lines: sta
 keeps only functions whose every free name is bound by their own code). A batch that
 passes passes each of its programs; one that does not (an import or decorator failing, a
 registry refusing a name another member of the batch registered first, a refusal by the
-sandbox's static checks, a timeout) is split in halves and run again, down to single
-programs, whose verdicts are the ones that count: a failure is always a program's own. This cuts the
+sandbox's static checks, a timeout) runs again without the member its traceback points at
+(or in halves), down to single programs, whose verdicts are the ones that count: a
+failure is always a program's own. This cuts the
 sandbox's fixed cost per program (a fork and its namespaces) by the batch size.
 """
 
@@ -107,9 +108,11 @@ def define_batch(
 
 
 def run_in_batches(sandbox, pairs: list[tuple[str, str]], desc: str) -> list:
-    """Verdicts of define-only ``pairs``, in order: ``BATCH`` codes at a time as one program;
-    a batch that does not pass is split in halves, and so on down to single programs,
-    whose verdicts are the ones a failing program gets (module docstring)."""
+    """Verdicts of define-only ``pairs``, in order: ``BATCH`` codes at a time as one program.
+    A batch that does not pass runs again without the member its traceback points at, which
+    runs alone (or, when no line is named, in halves), down to single programs, whose
+    verdicts are the ones a failing program gets (module docstring). Every round takes at
+    least one member out of a failing batch, so it ends."""
     results: list = [None] * len(pairs)
     alone = [i for i, (code, _) in enumerate(pairs) if "__future__" in code]  # must open a module
     batchable = [i for i in range(len(pairs)) if i not in set(alone)]
@@ -130,11 +133,33 @@ def run_in_batches(sandbox, pairs: list[tuple[str, str]], desc: str) -> list:
                 for i in group:
                     results[i] = VerifyResult(PASS, verdict.tests_run, verdict.tests_passed, "", verdict.duration_s)
             else:
-                half = (len(group) + 1) // 2
-                groups += [group[:half], group[half:]]
+                culprit = _culprit(verdict, group, pairs)
+                if culprit is not None:  # its own program next, the others again as a batch
+                    groups += [[culprit], [i for i in group if i != culprit]]
+                else:
+                    half = (len(group) + 1) // 2
+                    groups += [group[:half], group[half:]]
     for i, verdict in zip(alone, run_programs(sandbox, [pairs[i] for i in alone], desc=desc)):
         results[i] = verdict
     return results
+
+
+_PROGRAM_LINE = re.compile(r'File "[^"]*program\.py", line (\d+)')
+
+
+def _culprit(verdict, group: list[int], pairs: list[tuple[str, str]]) -> int | None:
+    """The member of a failed batch whose lines hold the program's first traceback frame
+    (the module-level statement that raised), or None when the verdict names no line."""
+    found = _PROGRAM_LINE.search(verdict.details or "")
+    if not found:
+        return None
+    line, start = int(found.group(1)), 1
+    for i in group:
+        lines = pairs[i][0].rstrip("\n").count("\n") + 1
+        if start <= line < start + lines:
+            return i
+        start += lines + 1  # the blank line that joins two members
+    return None
 
 
 def failure_detail(result) -> str:
