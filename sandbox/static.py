@@ -180,7 +180,9 @@ class _TamperFinder(ast.NodeVisitor):
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}  # local name -> guarded module ("unittest", "builtins", "sys", "sys.modules")
         self.modules: dict[str, str] = {}  # local name -> the dotted name it was imported as
-        self.restored: list[set[str]] = [set()]  # per enclosing function: attributes it saves and puts back
+        # per enclosing function: the attributes it saves and puts back (worked out from the
+        # function's node the first time a store inside it needs them)
+        self.restored: list[set[str] | ast.AST] = [set()]
         self.found: Tampering | None = None
 
     # imports -----------------------------------------------------------------
@@ -289,6 +291,13 @@ class _TamperFinder(ast.NodeVisitor):
                 return _constant(node.args[0])
         return None
 
+    def _restored_here(self) -> set[str]:
+        """What the innermost enclosing function saves and restores (``_saved_and_restored``)."""
+        top = self.restored[-1]
+        if not isinstance(top, set):
+            top = self.restored[-1] = _saved_and_restored(top)
+        return top
+
     def _check_module_store(self, target: ast.expr, value: ast.expr | None, node: ast.AST) -> None:
         """An imported module's attribute set to something with behaviour (np.testing.assert_allclose
         = ..., math.isclose = ..., json.loads = ...): what the tests call."""
@@ -296,7 +305,7 @@ class _TamperFinder(ast.NodeVisitor):
             return
         if isinstance(target, ast.Attribute):
             module = self._module_of(target.value)
-            if ast.unparse(target) in self.restored[-1]:
+            if ast.unparse(target) in self._restored_here():
                 return  # saved and put back by the same function: gone before the tests look
             if module and module != "sys" and f"{module}.{target.attr}" not in HONEST_HOOKS:
                 self._flag("patches_module", node, f"code replaces {module}.{target.attr}")
@@ -418,7 +427,7 @@ class _TamperFinder(ast.NodeVisitor):
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         if node.name in COMPARISONS and _ignores_other(node.args, node.body):
             self._flag("always_equal_object", node, f"code defines {node.name} that ignores its argument")
-        self.restored.append(_saved_and_restored(node))
+        self.restored.append(node)
         self.generic_visit(node)
         self.restored.pop()
 
