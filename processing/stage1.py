@@ -43,7 +43,7 @@ from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
 from processing.engine import add_stats
 from processing.evalsets import BENCHMARKS, check_names
-from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
+from processing.generation import GenerationArgs, GenerationError, build_generator
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
 from processing.languages import PromptTemplate
 from processing.packages import parse_packages
@@ -323,7 +323,7 @@ def _run(inp, ret, gen, run, command, started, starting, plotter) -> int:
                 rejected_sink,
                 generator,
                 PromptTemplate.load("unit_test"),
-                Sampling.from_args(gen),
+                gen.sampling_for("test"),
             )
         except GenerationError as exc:
             logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)

@@ -181,7 +181,7 @@ def split_rows(batch: dict[str, list]) -> dict[str, dict[str, list]]:
 
 
 def process_chunk(
-    batch: dict[str, list], *, args: Stage2Args, generator, sandbox, templates: dict, sampling: Sampling
+    batch: dict[str, list], *, args: Stage2Args, generator, sandbox, templates: dict, sampling: dict[str, Sampling]
 ) -> ChunkOutput:
     """Every stage-2 step on one chunk of input columns."""
     for optional in ("repo", "path", "licenses", "packages", "decontaminated_against"):
@@ -193,7 +193,7 @@ def process_chunk(
         if "failing" not in batch["state"]:
             break
         batch = fix_round_batch(
-            batch, round_=round_, generator=generator, sandbox=sandbox, template=templates["fix"], sampling=sampling,
+            batch, round_=round_, generator=generator, sandbox=sandbox, template=templates["fix"], sampling=sampling["fix"],
             samples=args.samples, keep_variants=args.keep_variants, language=LANGUAGE,
         )  # fmt: skip
         rounds_run.append(round_)
@@ -201,7 +201,7 @@ def process_chunk(
     batch = guard_batch(batch, sandbox=sandbox, language=LANGUAGE)
     if not args.skip_refine:
         batch = refine_batch(
-            batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling,
+            batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling["refine"],
             keep_unrefined=args.keep_unrefined, language=LANGUAGE,
         )  # fmt: skip
     batch = format_batch(batch, language=LANGUAGE)
@@ -214,7 +214,7 @@ def process_chunk(
 # --------------------------------------------------------------------------- settings, card, versions
 
 
-def run_settings(args: Stage2Args, described: str, generator, sampling: Sampling, templates, config) -> dict:
+def run_settings(args: Stage2Args, described: str, generator, sampling: dict[str, Sampling], templates, config) -> dict:
     """Everything that changes what a run writes (its fingerprint), plus package versions."""
     return {
         "input": described,
@@ -222,7 +222,7 @@ def run_settings(args: Stage2Args, described: str, generator, sampling: Sampling
         "limit": args.limit,
         "model": generator.model_id,
         "backend": generator.backend.name,
-        "sampling": asdict(sampling),
+        "sampling": {step: asdict(each) for step, each in sampling.items()},
         "samples": args.samples,
         "rounds": args.rounds,
         "keep_variants": args.keep_variants,
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         source = open_input(args)
         generator = build_generator(gen)
         config = box.config()
-        sampling = Sampling.from_args(gen)
+        sampling = {step: gen.sampling_for(step) for step in ("fix", "refine")}  # per step, recorded in the card
         lang = get_language(LANGUAGE)
         templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in ("fix", "refine")}
         settings = run_settings(args, source.described, generator, sampling, templates, config)

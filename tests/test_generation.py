@@ -433,3 +433,20 @@ def test_two_model_files_with_one_name_get_different_ids(tmp_path):
     first, second = file_digest(str(tmp_path / "a" / "model.gguf")), file_digest(str(tmp_path / "b" / "model.gguf"))
     assert first != second and len(first) == 12
     assert file_digest(str(tmp_path / "a" / "model.gguf"), chunk=7) == first  # read in any chunk size
+
+
+def test_each_step_samples_with_its_flag_else_the_shared_one_else_unitcoders_default():
+    from processing.generation import GenerationArgs
+
+    defaults = GenerationArgs(backend="scripted", model="rules.jsonl")
+    assert [(s.temperature, s.max_tokens) for s in map(defaults.sampling_for, ("test", "fix", "refine"))] == [
+        (0.2, 2048),
+        (0.5, 2048),
+        (0.5, 2048),
+    ]
+    shared = GenerationArgs(backend="scripted", model="r", temperature=0.9, max_tokens=300, fix_temperature=0.1)
+    assert (shared.sampling_for("test").temperature, shared.sampling_for("test").max_tokens) == (0.9, 300)
+    assert (shared.sampling_for("fix").temperature, shared.sampling_for("refine").temperature) == (0.1, 0.9)
+    assert shared.sampling_for("fix", n=3).n == 3 and shared.sampling_for("fix").seed == shared.seed
+    with pytest.raises(ValueError, match="--refine_max_tokens"):
+        GenerationArgs(backend="scripted", model="r", refine_max_tokens=0)

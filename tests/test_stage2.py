@@ -131,6 +131,8 @@ def test_card_has_the_funnel_its_picture_and_valid_yaml(tmp_path, stage1_output)
     assert [c["config_name"] for c in header["configs"]] == ["default", "rejected"] and header["license"] == "mit"
     assert "| fixed in round 2 | 1 |" in card and "| `vacuous_tests` | 1 |" in card and "![funnel](funnel.png)" in card
     assert "--cache_dir" in card  # the command line
+    sampling = '{"max_tokens": 2048, "n": 1, "seed": 0, "stop": [], "temperature": 0.5, "top_p": 0.95}'
+    assert f'"fix": {sampling}, "refine": {sampling}' in card  # per step, UnitCoder's defaults
     assert all(PromptTemplate.load(name).hash in card for name in ("fix", "refine"))
     assert (tmp_path / "out" / "funnel.png").read_bytes()[:4] == b"\x89PNG"
 

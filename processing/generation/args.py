@@ -13,6 +13,10 @@ from processing.generation.cache import default_cache_dir
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("llama_cpp", "openai", "vllm", "transformers", "scripted")
+# (temperature, max new tokens) of each LLM step when neither its own flag nor the shared
+# --temperature/--max_tokens is given: UnitCoder's released generation scripts sample unit
+# tests at 0.2 and fixes and polishing at 0.5, with 2048 new tokens.
+STEP_DEFAULTS = {"test": (0.2, 2048), "fix": (0.5, 2048), "refine": (0.5, 2048)}
 
 
 @dataclass
@@ -48,9 +52,29 @@ class GenerationArgs:
         },
     )
     batch_size: int = field(default=8, metadata={"help": "prompts per generate() call (transformers)"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
+    temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "sampling temperature of every step that has no --<step>_temperature (default per step: "
+            + ", ".join(f"{step} {t}" for step, (t, _) in STEP_DEFAULTS.items())
+            + ", after UnitCoder's released scripts)"
+        },
+    )
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-    max_tokens: int = field(default=1024, metadata={"help": "tokens per answer"})
+    max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens per answer of every step that has no --<step>_max_tokens (default per step: "
+            + ", ".join(f"{step} {m}" for step, (_, m) in STEP_DEFAULTS.items())
+            + ")"
+        },
+    )
+    test_temperature: float | None = field(default=None, metadata={"help": "temperature of unit-test writing"})
+    test_max_tokens: int | None = field(default=None, metadata={"help": "tokens per unit-test answer"})
+    fix_temperature: float | None = field(default=None, metadata={"help": "temperature of fix answers"})
+    fix_max_tokens: int | None = field(default=None, metadata={"help": "tokens per fix answer"})
+    refine_temperature: float | None = field(default=None, metadata={"help": "temperature of refine answers"})
+    refine_max_tokens: int | None = field(default=None, metadata={"help": "tokens per refine answer"})
     seed: int = field(default=0, metadata={"help": "base seed; sample i uses seed + i"})
     cache_dir: str = field(default_factory=default_cache_dir, metadata={"help": "where the request cache lives"})
     no_cache: bool = field(default=False, metadata={"help": "neither read nor write the request cache"})
@@ -62,10 +86,30 @@ class GenerationArgs:
             raise ValueError("--backend openai needs --base_url and --model")
         if self.backend in ("vllm", "transformers", "scripted") and not self.model:
             raise ValueError(f"--backend {self.backend} needs --model")
-        if not 0 <= self.temperature <= 5 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
-            raise ValueError("need 0 <= temperature <= 5, 0 < top_p <= 1 and max_tokens >= 1")
+        for prefix in ("", *(f"{step}_" for step in STEP_DEFAULTS)):
+            temperature, max_tokens = getattr(self, f"{prefix}temperature"), getattr(self, f"{prefix}max_tokens")
+            if temperature is not None and not 0 <= temperature <= 5:
+                raise ValueError(f"need 0 <= --{prefix}temperature <= 5, got {temperature}")
+            if max_tokens is not None and max_tokens < 1:
+                raise ValueError(f"need --{prefix}max_tokens >= 1, got {max_tokens}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("need 0 < top_p <= 1")
         self.vllm_args = engine_args_from(self.vllm_args)  # a dict from here on ({} when not given)
         if self.vllm_args and self.backend != "vllm":
             logger.warning("--vllm_args is ignored: it applies to --backend vllm only, not %s", self.backend)
         if self.api_key is None and self.backend == "openai":
             self.api_key = os.environ.get("OPENAI_API_KEY")
+
+    def sampling_for(self, step: str, n: int = 1, stop: tuple[str, ...] = ()):
+        """The ``Sampling`` of one LLM step (``test``, ``fix``, ``refine``): its own flag, else the
+        shared --temperature/--max_tokens when given, else ``STEP_DEFAULTS``."""
+        from processing.generation.types import Sampling
+
+        default_temperature, default_max_tokens = STEP_DEFAULTS[step]
+        temperature = _first(getattr(self, f"{step}_temperature"), self.temperature, default_temperature)
+        max_tokens = _first(getattr(self, f"{step}_max_tokens"), self.max_tokens, default_max_tokens)
+        return Sampling(n, temperature, self.top_p, max_tokens, self.seed, tuple(stop))
+
+
+def _first(*values):
+    return next(value for value in values if value is not None)

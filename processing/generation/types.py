@@ -35,7 +35,11 @@ class Sampling:
 
     @classmethod
     def from_args(cls, args: GenerationArgs, n: int = 1, stop: Sequence[str] = ()) -> Sampling:
-        return cls(n, args.temperature, args.top_p, args.max_tokens, args.seed, tuple(stop))
+        """One sampling from the shared flags (evaluation); the pipeline's LLM steps use
+        ``GenerationArgs.sampling_for(step)``, which has per-step defaults."""
+        temperature = cls.temperature if args.temperature is None else args.temperature
+        max_tokens = cls.max_tokens if args.max_tokens is None else args.max_tokens
+        return cls(n, temperature, args.top_p, max_tokens, args.seed, tuple(stop))
 
 
 @dataclass(frozen=True)
