@@ -401,8 +401,8 @@ def retrieve(
     # so that the limit counts functions that define.
     deferred = checker is not None and run.limit is None
     selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, check=None if deferred else checker)
-    unchecked = ParquetSink(kept_sink.path.with_name(f".unchecked-{kept_sink.path.name}"), KEPT_FEATURES)
-    selected_sink = unchecked if deferred else kept_sink
+    unchecked_path = kept_sink.path.with_name(f".unchecked-{kept_sink.path.name}")
+    selected_sink = ParquetSink(unchecked_path, KEPT_FEATURES) if deferred else kept_sink
     for table in tqdm(
         extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
     ):
@@ -411,10 +411,10 @@ def retrieve(
                 sink.add_table(rows)
         if selector.done:
             break
-    unchecked.close()
     if deferred:
-        check_selected(unchecked.path, checker, selector, kept_sink, rejected_sink)
-    unchecked.path.unlink()
+        selected_sink.close()
+        check_selected(unchecked_path, checker, selector, kept_sink, rejected_sink)
+        unchecked_path.unlink()
     kept_sink.close()
     return selector.stats() | {
         "shard_index": inp.shard_index,

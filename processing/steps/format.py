@@ -39,11 +39,16 @@ def format_batch(batch: dict[str, list], *, language: str = "python") -> dict[st
         problem = lang.published_form_problem(code, name, prompt, completion, out["messages"][i])
         if problem is not None:
             reject(out, i, "published_form_mismatch", problem)
-    for i, state in enumerate(out["state"]):
-        if state != "passing":
+    _withdraw_forms(out, range(n))
+    return out
+
+
+def _withdraw_forms(out: dict[str, list], rows) -> None:
+    """Rows among ``rows`` that are not passing publish no forms, and a bounded ``detail``."""
+    for i in rows:
+        if out["state"][i] != "passing":
             out["prompt"][i] = out["completion"][i] = out["messages"][i] = None
             out["detail"][i] = (out["detail"][i] or "")[:DETAIL_CHARS]
-    return out
 
 
 def check_published_batch(batch: dict[str, list], *, sandbox, confirm: bool = True) -> dict[str, list]:
@@ -63,7 +68,5 @@ def check_published_batch(batch: dict[str, list], *, sandbox, confirm: bool = Tr
                 out, i, "published_form_fails",
                 f"the published prompt + completion {result.status}s against its tests: {error_excerpt(result.details)}",
             )  # fmt: skip
-        if out["state"][i] != "passing":
-            out["prompt"][i] = out["completion"][i] = out["messages"][i] = None
-            out["detail"][i] = (out["detail"][i] or "")[:DETAIL_CHARS]
+    _withdraw_forms(out, passing)
     return out
