@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Sandbox, SandboxConfig
+from sandbox import Sandbox, SandboxConfig, VerifyResult
 from sandbox.bwrap import UID_BASE
 
 
@@ -115,3 +115,21 @@ class FakeHub:
 
     def _uploads(self):
         return [call for call in self.calls if call[0] == "upload_folder"]
+
+
+class Flaky:
+    """The real sandbox, except that the first ``failures`` calls return a sandbox_error for the pair at
+    ``index`` (as when a worker dies): infrastructure trouble, injected."""
+
+    def __init__(self, real, failures: int, index: int = 0):
+        self.real, self.failures, self.index, self.calls = real, failures, index, []
+
+    def verify(self, pairs, **kwargs):
+        pairs = list(pairs)
+        self.calls.append(len(pairs))
+        results = self.real.verify(pairs, **kwargs)
+        if len(self.calls) <= self.failures:
+            results[min(self.index, len(results) - 1)] = VerifyResult(
+                "sandbox_error", details="the sandbox worker failed: injected", reason="sandbox_internal"
+            )
+        return results

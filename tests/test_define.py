@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import Flaky
 from processing import stage1
 from processing.steps.define import define_batch, definition_header, failure_detail, preload_for
 from sandbox import DEFAULT_PRELOAD, Sandbox, VerifyResult, WorkerFailure
@@ -160,23 +161,6 @@ def test_the_preload_is_the_heavy_packages_the_functions_import():
 
 
 # --------------------------------------------------------------------------- sandbox trouble
-
-
-class Flaky:
-    """The real sandbox, except that the first ``failures`` calls return a sandbox_error for one pair."""
-
-    def __init__(self, real: Sandbox, failures: int, index: int = 0):
-        self.real, self.failures, self.index, self.calls = real, failures, index, []
-
-    def verify(self, pairs, **kwargs):
-        pairs = list(pairs)
-        self.calls.append(len(pairs))
-        results = self.real.verify(pairs, **kwargs)
-        if len(self.calls) <= self.failures:
-            results[min(self.index, len(results) - 1)] = VerifyResult(
-                "sandbox_error", details="the sandbox worker failed: injected", reason="sandbox_internal"
-            )
-        return results
 
 
 def test_a_sandbox_error_is_retried_and_the_row_kept(sandbox):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from conftest import FakeHub, unit_tests
+from conftest import FakeHub, Flaky, unit_tests
 from processing import stage2
 from processing.languages.python import (
     chat_messages,
@@ -27,7 +27,7 @@ from processing.languages.python import (
     split_prompt_completion,
 )
 from processing.steps.verify import run_programs
-from sandbox import VerifyResult, WorkerFailure
+from sandbox import WorkerFailure
 
 ALL_BENCHMARKS = ["humaneval", "mbpp", "bigcodebench"]
 REFINE = "Rewrite the Python function below as clean"
@@ -207,31 +207,15 @@ def test_the_refine_prompt_shows_the_tests():
 # --------------------------------------------------------------------------- sandbox errors are never verdicts
 
 
-class FlakySandbox:
-    """A real sandbox whose first ``failures`` verdicts for the program ``victim`` are
-    ``sandbox_error`` (as when a worker dies), standing in for infrastructure trouble."""
-
-    def __init__(self, real, victim: str, failures: int):
-        self.real, self.victim, self.failures = real, victim, failures
-
-    def verify(self, pairs, **kw):
-        results = self.real.verify(pairs, **kw)
-        for i, (code, _) in enumerate(pairs):
-            if code == self.victim and self.failures > 0:
-                self.failures -= 1
-                results[i] = VerifyResult("sandbox_error", details="the sandbox worker failed: broken pipe")
-        return results
-
-
 def test_a_sandbox_error_at_first_verification_is_retried_not_a_verdict(sandbox):
     from processing.steps.verify import verify_batch
 
     code, tests = LAYOUT_ROWS[1][2], LAYOUT_ROWS[1][3]
     batch = {"id": ["x", "y"], "code": [code, "def f(:\n"], "test_code": [tests, tests], "function_name": ["inc", "f"]}
-    out = verify_batch(batch, sandbox=FlakySandbox(sandbox, code, failures=2))
+    out = verify_batch(batch, sandbox=Flaky(sandbox, failures=2))  # the pair at index 0, twice
     assert out["state"] == ["passing", "failing"] and "does not parse" in out["current_error"][1]
     with pytest.raises(WorkerFailure, match="sandbox error 3 times"):
-        verify_batch(batch, sandbox=FlakySandbox(sandbox, code, failures=3))
+        verify_batch(batch, sandbox=Flaky(sandbox, failures=3))
 
 
 def test_a_sandbox_error_in_the_guard_does_not_count_as_a_biting_test(sandbox):
@@ -242,21 +226,9 @@ def test_a_sandbox_error_in_the_guard_does_not_count_as_a_biting_test(sandbox):
     vacuous = unit_tests("self.assertTrue(True)")
     batch = {"code": [code], "test_code": [vacuous], "function_name": [name], "state": ["passing"]}
     batch |= {"drop_reason": [None], "detail": [None]}
-    stubs = FlakySandboxAll(sandbox, failures=1)
+    stubs = Flaky(sandbox, failures=1)
     out = guard_batch(batch, sandbox=stubs)
-    assert out["drop_reason"] == ["vacuous_tests"] and stubs.failures == 0
-
-
-class FlakySandboxAll(FlakySandbox):
-    def __init__(self, real, failures: int):
-        super().__init__(real, None, failures)
-
-    def verify(self, pairs, **kw):
-        results = self.real.verify(pairs, **kw)
-        if self.failures > 0 and results:
-            self.failures -= 1
-            results[0] = VerifyResult("sandbox_error", details="the sandbox worker failed")
-        return results
+    assert out["drop_reason"] == ["vacuous_tests"] and stubs.calls == [2, 1]  # the errored stub ran again
 
 
 def test_stage_2_stops_with_exit_1_when_sandbox_errors_persist(tmp_path, monkeypatch, caplog):
