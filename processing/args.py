@@ -14,7 +14,9 @@ uses. Aliases are left out of ``--help``; the field's help mentions them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
+import gc
 import json
 import logging
 import sys
@@ -196,12 +198,27 @@ def start_script(script: str, classes: tuple[type, ...], doc: str, argv: list[st
     ``log_level`` one of the classes defines), log the command line (secrets redacted) and
     the resolved config. Returns (instances, command)."""
     instances = parse_args(classes, doc.split("\n\n")[0], argv)
+    _quick_exit()
     level = next(i.log_level for i in instances if hasattr(i, "log_level")).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = f"python {script} " + redacted_command_line(sys.argv[1:] if argv is None else argv, classes)
     logger.info("command: %s", command)
     logger.info("config: %s", json.dumps(as_dict(*instances), default=str))
     return instances, command
+
+
+def _quick_exit() -> None:
+    """Let the interpreter exit without its final garbage collections: at exit everything
+    still alive is frozen (``gc.freeze``), which spares the collector passes over the heap
+    of datasets, pyarrow and pandas (about 0.15 s per run). Exit handlers still run and
+    objects are still released one by one; only cyclic garbage is left to the OS."""
+    global _QUICK_EXIT
+    if not _QUICK_EXIT:
+        atexit.register(gc.freeze)
+        _QUICK_EXIT = True
+
+
+_QUICK_EXIT = False
 
 
 @dataclasses.dataclass

@@ -5,6 +5,14 @@ Signatures and n-grams are computed per function in the parallel extraction step
 one) are made by the selection step (``processing.steps.select``), which holds one
 ``Deduplicator``. Both steps use this module, which is why it is not a step itself.
 Benchmark solutions come from ``processing.evalsets``, the one loader of benchmark data.
+
+MinHash and its LSH banding are written here in numpy rather than taken from
+datasketch: importing datasketch imports scipy (a quarter of a second, a tenth of a
+small stage-1 run), and a banded index whose band keys are plain bytes is what a
+global deduplication over shards or a cluster needs. The signatures are datasketch
+2.0's ``affine32`` MinHash (seed 1) value for value, and the band layout is what its
+``MinHashLSH`` chooses for the same threshold; ``tests/test_dedup.py`` checks both
+against datasketch itself.
 """
 
 from __future__ import annotations
@@ -12,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from processing import evalsets
 from processing.languages import get_language
@@ -28,13 +36,44 @@ def shingles(tokens: list[str], size: int) -> list[bytes]:
     return [" ".join(tokens[i : i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)]
 
 
-SCHEME = "affine32"  # datasketch's default since 2.0; stated so stored signatures stay comparable
+SCHEME = "affine32"  # datasketch 2.0's default scheme, which these signatures reproduce
+SEED = 1
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+
+
+@lru_cache(maxsize=4)
+def _permutations(num_perm: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The affine maps h -> a*h + b (mod 2**32), a odd, drawn as datasketch draws them."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (a bijection), applied before the affine maps."""
+    s1, m1, s2, m2, s3 = _FMIX32
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    return hv ^ (hv >> s3)
+
+
+def minhash(values: list[bytes], num_perm: int) -> np.ndarray:
+    """The MinHash signature (``num_perm`` uint32) of a set of byte strings: each value's
+    SHA-1 (first 4 bytes, little-endian), mixed, then the minimum of every affine map."""
+    if not values:
+        return np.full(num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+    digests = b"".join(hashlib.sha1(v).digest()[:4] for v in values)
+    hv = _fmix32(np.frombuffer(digests, dtype="<u4").astype(np.uint32).reshape(-1, 1))
+    a, b = _permutations(num_perm)
+    with np.errstate(over="ignore"):
+        return (hv * a + b).min(axis=0)
 
 
 def minhash_signature(tokens: list[str], num_perm: int, shingle_size: int) -> list[int]:
-    minhash = MinHash(num_perm=num_perm, scheme=SCHEME)
-    minhash.update_batch(shingles(tokens, shingle_size))
-    return minhash.hashvalues.astype(np.int64).tolist()
+    return minhash(shingles(tokens, shingle_size), num_perm).astype(np.int64).tolist()
 
 
 def ngram_hashes(tokens: list[str], n: int) -> set[int]:
@@ -43,6 +82,63 @@ def ngram_hashes(tokens: list[str], n: int) -> set[int]:
         int.from_bytes(hashlib.blake2b(" ".join(tokens[i : i + n]).encode("utf-8"), digest_size=8).digest(), "big")
         for i in range(len(tokens) - n + 1)
     }
+
+
+@lru_cache(maxsize=16)
+def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
+    """(bands, rows per band) with bands * rows <= num_perm that minimise the weighted sum of
+    the false-positive area (similarity below ``threshold`` yet sharing a band) and the
+    false-negative area (above it yet sharing none), as MinHashLSH chooses them.
+
+    The collision probability 1 - (1 - s**r)**b is a polynomial of degree b*r <= num_perm
+    in s, so Gauss-Legendre quadrature with num_perm//2 + 1 nodes integrates it exactly."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"the LSH threshold must be between 0 and 1, got {threshold}")
+    nodes, node_weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+
+    def area(lo: float, hi: float, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2  # the nodes mapped onto [lo, hi]
+        collide = 1.0 - (1.0 - s[None, :] ** r[:, None]) ** b[:, None]
+        return (hi - lo) / 2 * (collide * node_weights).sum(axis=1), collide
+
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    b, r = pairs[:, 0], pairs[:, 1]
+    false_positive, _ = area(0.0, threshold, b, r)
+    collide_area, _ = area(threshold, 1.0, b, r)
+    false_negative = (1.0 - threshold) - collide_area
+    error = weights[0] * false_positive + weights[1] * false_negative
+    best = int(np.argmin(error))  # the first minimum, in the order MinHashLSH scans
+    return int(b[best]), int(r[best])
+
+
+class BandIndex:
+    """MinHash LSH: a signature is cut into ``bands`` bands of ``rows`` values; two
+    signatures are candidates when any band is equal. Band keys are bytes (the band's
+    number and its values), so they can be computed anywhere and compared anywhere."""
+
+    def __init__(self, threshold: float, num_perm: int):
+        self.num_perm = num_perm
+        self.bands, self.rows = lsh_bands(threshold, num_perm)
+        self.buckets: dict[bytes, list[str]] = {}
+
+    def keys(self, signature) -> list[bytes]:
+        values = np.asarray(signature, dtype=np.uint32)
+        if values.shape != (self.num_perm,):
+            raise ValueError(f"a signature of {values.shape[0]} values does not fit an index of {self.num_perm}")
+        rows = self.rows
+        return [
+            band.to_bytes(2, "little") + values[band * rows : (band + 1) * rows].tobytes() for band in range(self.bands)
+        ]
+
+    def query(self, signature) -> set[str]:
+        found: set[str] = set()
+        for key in self.keys(signature):
+            found.update(self.buckets.get(key, ()))
+        return found
+
+    def insert(self, key: str, signature) -> None:
+        for band in self.keys(signature):
+            self.buckets.setdefault(band, []).append(key)
 
 
 class Deduplicator:
@@ -57,19 +153,18 @@ class Deduplicator:
         self.num_perm = num_perm
         self.exact: dict[str, str] = {}
         self.order: dict[str, int] = {}  # kept row id -> position among kept rows
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.lsh = BandIndex(threshold, num_perm)
 
     def check(self, row_id: str, exact_key: str, signature: list[int]) -> tuple[str | None, str]:
         """(drop reason or None, id of the kept copy) and remember the row if it is kept."""
         if exact_key in self.exact:
             return "duplicate", self.exact[exact_key]
-        minhash = MinHash(num_perm=self.num_perm, hashvalues=np.asarray(signature, dtype=np.uint32), scheme=SCHEME)
-        near = self.lsh.query(minhash)
+        near = self.lsh.query(signature)
         if near:
             return "near_duplicate", min(near, key=self.order.__getitem__)
         self.exact[exact_key] = row_id
         self.order[row_id] = len(self.order)
-        self.lsh.insert(row_id, minhash, check_duplication=False)
+        self.lsh.insert(row_id, signature)
         return None, ""
 
 
