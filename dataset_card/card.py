@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -75,50 +77,78 @@ def funnel_plot(funnel: list[tuple[str, int]], path: Path, title: str = "unitcod
 
 
 _PLOT_SERVER = """
-import json, sys
+import io, json, os, sys
 sys.path.insert(0, sys.argv[1])
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot
 from dataset_card.card import funnel_plot
+funnel_plot([("warming up", 1)], io.BytesIO(), "")  # fonts and renderer load while the run goes on
 request = json.loads(sys.stdin.readline())
 funnel_plot(request["funnel"], request["path"], request["title"])
+print("drawn", flush=True)
+os._exit(0)  # the picture is written and said so: nothing left worth an orderly exit
 """
 
 
 class FunnelPlotter:
     """Draws the funnel picture in a process started early, so that importing matplotlib
-    (half a second) overlaps the run instead of coming last. ``draw`` sends the funnel
-    and waits; if that process failed, the picture is drawn here instead."""
+    and drawing a first figure (half a second) overlap the run instead of coming last.
+    ``draw`` sends the funnel and waits for the process to say the file is written; if
+    that process failed, the picture is drawn here instead."""
+
+    _early: subprocess.Popen | None = None
+    TIMEOUT_S = 120
 
     def __init__(self):
-        import subprocess
-        import sys
+        early, FunnelPlotter._early = FunnelPlotter._early, None
+        self._process = early if early is not None and early.poll() is None else self._start()
 
+    @staticmethod
+    def _start() -> subprocess.Popen:
         root = str(Path(__file__).resolve().parents[1])
-        self._process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-c", _PLOT_SERVER, root],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
+    @classmethod
+    def start_early(cls) -> None:
+        """Start the process now (a script's first lines); the next ``FunnelPlotter()`` uses it."""
+        if cls._early is None:
+            cls._early = cls._start()
+
     def draw(self, funnel: list, path: Path, title: str) -> None:
+        import select
+
         request = json.dumps({"funnel": [list(pair) for pair in funnel], "path": str(path), "title": title})
+        answer = ""
         try:
-            _, errors = self._process.communicate(request + "\n", timeout=120)
-            if self._process.returncode == 0:
-                return
-        except Exception as exc:  # the helper process broke: draw here
-            errors = str(exc)
-            self.close()
+            self._process.stdin.write(request + "\n")
+            self._process.stdin.flush()
+            if select.select([self._process.stdout], [], [], self.TIMEOUT_S)[0]:
+                answer = self._process.stdout.readline()
+        except (OSError, ValueError) as exc:  # the process is gone (a broken pipe, a closed file)
+            answer = f"{type(exc).__name__}: {exc}"
+        if answer == "drawn\n":
+            return
+        errors = self.close() or answer or "no answer"
         import logging
 
         logging.getLogger(__name__).debug("funnel plot process failed (%s); drawing in this process", errors[-300:])
         funnel_plot(funnel, path, title)
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """End the process (it ends by itself once it has drawn); what it wrote to stderr."""
         if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+            try:
+                self._process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        try:
+            return self._process.communicate(timeout=5)[1] or ""
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            return ""
 
 
 @dataclass(frozen=True)

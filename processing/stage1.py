@@ -21,6 +21,13 @@ arguments or input, a missing model or no usable sandbox (nothing is written the
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # The card's picture is drawn by a process of its own, started before the heavy imports
+    # below so that it loads matplotlib on the core they leave idle.
+    from dataset_card.card import FunnelPlotter
+
+    FunnelPlotter.start_early()
+
 import concurrent.futures
 import hashlib
 import json

@@ -358,3 +358,16 @@ def test_the_funnel_plotter_draws_in_its_process_or_here_if_that_died(tmp_path):
     dead.close()  # killed before it was asked: the picture is drawn in this process instead
     dead.draw(funnel, tmp_path / "b.png", "t")
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_plotter_started_early_is_the_one_the_next_plotter_uses(tmp_path):
+    from dataset_card.card import FunnelPlotter
+
+    FunnelPlotter.start_early()
+    early = FunnelPlotter._early
+    plotter = FunnelPlotter()
+    assert plotter._process is early and FunnelPlotter._early is None
+    plotter.draw([["files read", 4]], tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert plotter.close() == ""  # it ended by itself, saying nothing on stderr
+    assert FunnelPlotter()._process is not early  # used once only
