@@ -114,9 +114,10 @@ def run_in_batches(sandbox, pairs: list[tuple[str, str]], desc: str) -> list:
     verdicts are the ones a failing program gets (module docstring). Every round takes at
     least one member out of a failing batch, so it ends."""
     results: list = [None] * len(pairs)
-    alone = [i for i, (code, _) in enumerate(pairs) if "__future__" in code]  # must open a module
-    batchable = [i for i in range(len(pairs)) if i not in set(alone)]
-    groups = [batchable[start : start + BATCH] for start in range(0, len(batchable), BATCH)]
+    alone = {i for i, (code, _) in enumerate(pairs) if "__future__" in code}  # must open a module
+    batchable = [i for i in range(len(pairs)) if i not in alone]
+    groups = [[i] for i in sorted(alone)]  # single programs from the first round on
+    groups += [batchable[start : start + BATCH] for start in range(0, len(batchable), BATCH)]
     round_ = 0
     while groups:
         round_ += 1
@@ -139,8 +140,6 @@ def run_in_batches(sandbox, pairs: list[tuple[str, str]], desc: str) -> list:
                 else:
                     half = (len(group) + 1) // 2
                     groups += [group[:half], group[half:]]
-    for i, verdict in zip(alone, run_programs(sandbox, [pairs[i] for i in alone], desc=desc)):
-        results[i] = verdict
     return results
 
 
