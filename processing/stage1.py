@@ -563,12 +563,12 @@ def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, ge
     kept_sink.close()
     return {
         "functions": len(functions),
-        "answers": len(functions) - dropped["no_answer"],
+        "answers": len(functions) - dropped["prompt_too_long"],
         "kept": kept_sink.count,
         "dropped": dict(dropped.most_common()),
         **metadata,
         "sampling": sampling.__dict__,
-        "usage": generator.usage.__dict__,
+        "usage": generator.usage.as_dict(),
     }
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions, unitcoder_identity
 from processing.args import SandboxArgs, start_script
-from processing.engine import ChunkOutput, LocalEngine, add_stats, completed_shards
+from processing.engine import ChunkOutput, ChunksDeferred, LocalEngine, add_stats, completed_shards
 from processing.evalsets import BENCHMARKS as DECONTAMINATION_BENCHMARKS
-from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
+from processing.generation import AnswersMissing, GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import InputTable, publish_version, rows_digest
 from processing.languages import PromptTemplate, get_language
 from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VERIFIED_FEATURES
@@ -186,7 +186,7 @@ def process_chunk(
     """Every stage-2 step on one chunk of input columns."""
     for optional in ("repo", "path", "licenses", "packages", "decontaminated_against"):
         batch.setdefault(optional, [None] * len(batch["id"]))
-    usage_before = asdict(generator.usage)
+    usage_before = {step: asdict(usage) for step, usage in generator.by_step.items()}
     batch = verify_batch(batch, sandbox=sandbox)
     rounds_run = []
     for round_ in range(1, args.rounds + 1):
@@ -207,7 +207,10 @@ def process_chunk(
     batch = format_batch(batch, language=LANGUAGE)
     batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm)
     stats = chunk_counts(batch, rounds_run)
-    stats["usage"] = {k: v - usage_before[k] for k, v in asdict(generator.usage).items()}
+    stats["usage"] = {
+        step: {k: v - usage_before.get(step, {}).get(k, 0) for k, v in asdict(usage).items()}
+        for step, usage in generator.by_step.items()
+    }
     return ChunkOutput(split_rows(batch), stats)
 
 
@@ -419,7 +422,15 @@ def main(argv: list[str] | None = None) -> int:
             lambda batch: process_chunk(
                 batch, args=args, generator=generator, sandbox=sandbox, templates=templates, sampling=sampling
             ),
+            defer=(AnswersMissing,),
         )
+    except ChunksDeferred as exc:
+        logger.error(
+            "%s; no row of those chunks was kept or rejected; rerun the same command to finish them (the other "
+            "chunks and every answer received are kept)",
+            exc,
+        )
+        return 1
     except GenerationError as exc:
         logger.error(
             "generation stopped: %s; rerun the same command to resume (finished chunks and answers are kept)", exc

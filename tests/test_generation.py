@@ -13,6 +13,7 @@ import pytest
 
 from processing.args import as_dict, parse_args, redacted_command_line
 from processing.generation import (
+    AnswersMissing,
     GenerationArgs,
     GenerationError,
     Generator,
@@ -23,6 +24,7 @@ from processing.generation import (
     ScriptedBackend,
     VLLMBackend,
     build_generator,
+    unusable_reason,
     vllm_batch,
 )
 
@@ -37,7 +39,7 @@ def test_n_samples_per_conversation_in_order_with_per_sample_seeds(tmp_path):
     seen = []
 
     class Recording(ScriptedBackend):
-        def complete(self, requests, done):
+        def complete(self, requests, done, checkpoint=None):
             seen.extend(r.seed for r in requests)
             super().complete(requests, done)
 
@@ -86,7 +88,7 @@ def test_only_missing_answers_are_asked_after_an_interruption(tmp_path):
     cache_dir = str(tmp_path)
 
     class Dies(ScriptedBackend):
-        def complete(self, requests, done):
+        def complete(self, requests, done, checkpoint=None):
             done(0, self._answer(requests[0]))
             raise KeyboardInterrupt  # the run is killed after one answer
 
@@ -102,10 +104,13 @@ def test_only_missing_answers_are_asked_after_an_interruption(tmp_path):
     assert resumed.calls == 2
 
 
-def test_failed_requests_are_none_and_not_cached(tmp_path):
+def test_failed_requests_raise_once_the_others_are_cached_and_a_rerun_asks_only_for_them(tmp_path):
     backend = ScriptedBackend([{"match": "question 1", "answer": "one"}])
     generator = Generator(backend, RequestCache(str(tmp_path)))
-    assert generator.generate(CONVERSATIONS, Sampling()) == [[None], ["one"], [None]]
+    with pytest.raises(AnswersMissing, match="2 of 3 requests failed") as raised:
+        generator.generate(CONVERSATIONS, Sampling(), step="test")
+    assert (raised.value.failed, raised.value.total) == (2, 3)
+    assert generator.by_step["test"].failed == 2 and generator.by_step["test"].requests == 3
     again = ScriptedBackend([{"match": "question", "answer": "now"}])
     assert Generator(again, RequestCache(str(tmp_path))).generate(CONVERSATIONS, Sampling()) == [
         ["now"],
@@ -113,6 +118,30 @@ def test_failed_requests_are_none_and_not_cached(tmp_path):
         ["now"],
     ]
     assert again.calls == 2
+
+
+def test_answers_keep_their_finish_reason_and_a_prompt_too_long_is_an_empty_answer(tmp_path):
+    backend = ScriptedBackend(
+        [
+            {"match": "question 0", "answer": "cut sho", "finish_reason": "length"},
+            {"match": "question 1", "answer": "", "finish_reason": "prompt_too_long"},
+            {"match": "question 2", "answer": "whole"},
+        ]
+    )
+    generator = Generator(backend, RequestCache(str(tmp_path)))
+    (cut,), (too_long,), (whole,) = generator.generate(CONVERSATIONS, Sampling(), step="fix")
+    assert (cut, cut.finish_reason, cut.truncated) == ("cut sho", "length", True)
+    assert (too_long, too_long.prompt_too_long) == ("", True)
+    assert (whole, whole.finish_reason) == ("whole", "stop")
+    usage = generator.by_step["fix"]
+    assert (usage.requests, usage.prompt_too_long, usage.truncated, usage.failed) == (3, 1, 1, 0)
+    assert unusable_reason(cut, "no_function_in_answer") == "answer_truncated"
+    assert unusable_reason(too_long, "no_code") == "prompt_too_long"
+    assert unusable_reason(whole, "no_code") == "no_code"
+    # from the cache: the finish reason comes back too, and the prompt that did not fit is asked again
+    again = ScriptedBackend([{"match": "question", "answer": "fits now"}])
+    (cut,), (fits,), _ = Generator(again, RequestCache(str(tmp_path))).generate(CONVERSATIONS, Sampling())
+    assert cut.finish_reason == "length" and fits == "fits now" and again.calls == 1
 
 
 # --------------------------------------------------------------------------- openai backend
@@ -216,15 +245,16 @@ def test_retries_on_429_and_5xx_then_answers(flaky):
 
 def test_gives_up_after_the_retries_with_a_clear_error(flaky):
     server = flaky([503] * 10)
-    with pytest.raises(GenerationError, match="failed 3 times in a row"):
+    with pytest.raises(GenerationError, match="1 of 1 requests .* failed after 2 retries each"):
         Generator(openai(server, max_retries=2), None).generate(CONVERSATIONS[:1], Sampling())
+    assert len(server.posts) == 3
 
 
-def test_a_bad_request_fails_that_request_only(flaky):
+def test_a_refused_request_stops_the_run_with_the_servers_message(flaky):
     server = flaky([400])
-    answers = Generator(openai(server, max_concurrency=1), None).generate(CONVERSATIONS[:2], Sampling())
-    assert answers[0] == [None] and answers[1][0].startswith("echo")
-    assert len(server.posts) == 2  # no retry for a 400
+    with pytest.raises(GenerationError, match="HTTP 400: on purpose"):
+        Generator(openai(server, max_concurrency=1), None).generate(CONVERSATIONS[:2], Sampling())
+    assert len(server.posts) == 1  # no retry, and nothing more asked
 
 
 def test_wrong_model_name_is_a_clear_error(flaky):
@@ -246,7 +276,7 @@ def test_api_key_is_sent_but_never_logged(flaky, caplog, monkeypatch):
     backend = OpenAIBackend(args.base_url, args.model, args.api_key, 1, 5, 0)
     with caplog.at_level("DEBUG"):
         Generator(backend, None).generate(CONVERSATIONS[:1], Sampling())
-    assert server.headers[0]["Authorization"] == "Bearer sk-secret-from-env"
+    assert {k.lower(): v for k, v in server.headers[0].items()}["authorization"] == "Bearer sk-secret-from-env"
     assert "sk-secret" not in caplog.text
     assert as_dict(args)["api_key"] == "<redacted>"
     assert "sk-x" not in redacted_command_line(

@@ -272,7 +272,8 @@ def test_push_refuses_an_empty_default_config(tmp_path, monkeypatch, caplog):
     hub = FakeHub()
     hub.install(monkeypatch)
     never = [("n", "f", "def f(x):\n    return 0\n", unit_tests("self.assertEqual(f(1), 1)"))]
-    code, out = run(tmp_path, never, [], "empty", "--skip_refine", "--push", "--repo_id", "me/x")
+    rules = [{"match": "", "answer": "I cannot fix this."}]  # every fix answer gives no code: not_fixed
+    code, out = run(tmp_path, never, rules, "empty", "--skip_refine", "--push", "--repo_id", "me/x")
     assert code == 1 and "not pushing: nothing was verified" in caplog.text and hub.uploads == []
     assert "streaming=True" in (out / "README.md").read_text()  # the card says how to read an empty config
     assert list(load_dataset(str(out), split="train", streaming=True)) == []  # and that way works

@@ -427,6 +427,8 @@ ANSWERS = [
         "match": "def redefining(",
         "answer": "```python\nimport os, unittest\ndef redefining(p):\n    return p\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertTrue(redefining('x'))\n```",
     },
+    # cut by --test_max_tokens in the middle of its class line
+    {"match": "def silent(", "answer": "```python\nimport unittest\n\nclass TestCases(unittest", "finish_reason": "length"},
 ]
 
 
@@ -438,9 +440,12 @@ def test_stage1_writes_tests_for_every_retrieved_function(tmp_path, caplog):
     assert all(r["test_code"].startswith("import unittest") and "Enjoy" not in r["test_code"] for r in rows)
     assert {r["test_backend"] for r in rows} == {"scripted"} and all(len(r["test_prompt_hash"]) == 16 for r in rows)
     reasons = {r["function_name"]: r["drop_reason"] for r in rejected(tmp_path / "out") if r["level"] == "function"}
-    assert reasons == {"rambling": "unparseable_tests", "redefining": "redefines_function", "silent": "no_answer"}
+    assert reasons == {
+        "rambling": "unparseable_tests", "redefining": "redefines_function", "silent": "answer_truncated"
+    }  # fmt: skip
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "| functions kept with tests | 2 |" in readme and "| `no_answer` | 1 |" in readme
+    assert "| functions kept with tests | 2 |" in readme and "| `answer_truncated` | 1 |" in readme
+    assert "raise --test_max_tokens" in caplog.text
     assert "functions kept with tests: 2" in caplog.text
     assert not (tmp_path / "out" / ".retrieved").exists()
 
@@ -461,7 +466,7 @@ def test_rerun_with_the_same_settings_asks_the_model_nothing(tmp_path, caplog):
     assert first["usage"]["requests"] == 5
     assert scripted_run(tmp_path, ANSWERS, "--output_dir", str(tmp_path / "second")) == 0
     second = json.loads((tmp_path / "second" / "stats" / "shard-00000-of-00001.json").read_text())["test_generation"]
-    assert second["usage"]["requests"] == 1 and second["usage"]["cached"] == 4  # only the failed one again
+    assert second["usage"]["requests"] == 0 and second["usage"]["cached"] == 5
     assert kept(tmp_path / "second")["test_code"] == kept(tmp_path / "out")["test_code"]
 
 
@@ -606,6 +611,21 @@ def test_stats_funnel_with_tests_ends_with_test_drops_and_kept_rows(tmp_path):
 def test_stats_dropped_includes_the_test_drop_reasons(tmp_path):
     assert scripted_run(tmp_path, ANSWERS) == 0
     dropped = shard_stats(tmp_path / "out")["dropped"]
-    assert {k: dropped[k] for k in ("unparseable_tests", "redefines_function", "no_answer")} == {
-        "unparseable_tests": 1, "redefines_function": 1, "no_answer": 1
+    assert {k: dropped[k] for k in ("unparseable_tests", "redefines_function", "answer_truncated")} == {
+        "unparseable_tests": 1, "redefines_function": 1, "answer_truncated": 1
     }  # fmt: skip
+
+
+def test_a_request_that_failed_leaves_its_function_for_a_rerun_never_rejected(tmp_path, caplog):
+    assert scripted_run(tmp_path, ANSWERS[:-1]) == 1  # nothing answers "silent": a failed request
+    assert "rerun the same command" in caplog.text
+    assert not (tmp_path / "out" / "data").exists()  # no row judged, none lost: the functions wait
+    assert scripted_run(tmp_path, ANSWERS) == 0  # (the generator's tests show only missing answers are asked)
+    assert sorted(kept(tmp_path / "out")["function_name"]) == ["chatty", "good"]
+
+
+def test_a_prompt_too_long_for_the_context_is_its_own_drop_reason(tmp_path):
+    answers = ANSWERS[:-1] + [{"match": "def silent(", "answer": "", "finish_reason": "prompt_too_long"}]
+    assert scripted_run(tmp_path, answers) == 0
+    reasons = {r["function_name"]: (r["drop_reason"], r["detail"]) for r in rejected(tmp_path / "out")}
+    assert reasons["silent"][0] == "prompt_too_long" and "context" in reasons["silent"][1]

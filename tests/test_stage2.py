@@ -217,6 +217,12 @@ def cached_answers(cache: Path) -> int:
             return 0
 
 
+def usage_of(out: Path) -> dict:
+    """The generation counts of a run, summed over its LLM steps."""
+    per_step = json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())["usage"]
+    return {key: sum(step[key] for step in per_step.values()) for key in ("requests", "cached", "failed")}
+
+
 def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stage1_output):
     slow = [dict(rule, delay_s=0.4) for rule in RULES]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -234,10 +240,10 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stag
     before = cached_answers(tmp_path / "cache")
     assert 4 <= before < 15 and not (tmp_path / "killed" / "data").exists()  # killed mid-flow, nothing half-written
     assert subprocess.run(command, env=env, capture_output=True).returncode == 0
-    resumed = json.loads((tmp_path / "killed" / "stats" / "shard-00000-of-00001.json").read_text())["usage"]
+    resumed = usage_of(tmp_path / "killed")
     uninterrupted = tmp_path / "fresh"
     assert stage2.main([*args_for(tmp_path, stage1_output, "fresh"), "--cache_dir", str(tmp_path / "other-cache")]) == 0
-    total = json.loads((uninterrupted / "stats" / "shard-00000-of-00001.json").read_text())["usage"]["requests"]
+    total = usage_of(uninterrupted)["requests"]
     assert (resumed["cached"], resumed["requests"]) == (before, total - before)  # only what was never received
     for config in ("default", "rejected"):
         killed_rows = sorted(load(tmp_path / "killed", config).to_list(), key=lambda r: r["id"])

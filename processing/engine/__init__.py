@@ -7,6 +7,7 @@ from a batch of input columns to the rows to keep, the rows to reject and their 
 
 from processing.engine.local import (
     ChunkOutput,
+    ChunksDeferred,
     LocalEngine,
     OutputConflict,
     ShardSummary,
@@ -16,5 +17,5 @@ from processing.engine.local import (
 )
 
 __all__ = [
-    "ChunkOutput", "LocalEngine", "OutputConflict", "ShardSummary", "add_stats", "completed_shards", "input_digest",
+    "ChunkOutput", "ChunksDeferred", "LocalEngine", "OutputConflict", "ShardSummary", "add_stats", "completed_shards", "input_digest",
 ]  # fmt: skip

@@ -46,6 +46,16 @@ class OutputConflict(ValueError):
     """The output folder holds another run's output."""
 
 
+class ChunksDeferred(RuntimeError):
+    """Some chunks could not finish (their ``process`` raised a deferred error): the others
+    are written, these are not, and the shard is not complete until a rerun runs them."""
+
+    def __init__(self, chunks: list[int], total: int, first: BaseException):
+        self.chunks, self.total, self.first = chunks, total, first
+        named = ", ".join(str(i + 1) for i in chunks[:10]) + (" ..." if len(chunks) > 10 else "")
+        super().__init__(f"{len(chunks)} of {total} chunks left for a rerun (chunk {named}): {first}")
+
+
 def input_digest(table: pa.Table, columns: tuple[str, ...] | None = None) -> tuple[int, int]:
     """(digest, rows): an order-independent digest of the rows' ``columns`` (default: all),
     so digests of parts add up (modulo 2**256) to the digest of the whole, however it was split."""
@@ -231,8 +241,17 @@ class LocalEngine:
             return marker
         return None
 
-    def run(self, source: InputTable, process: Callable[[dict[str, list]], ChunkOutput]) -> ShardSummary:
-        """Process this shard's rows of ``source`` chunk by chunk; return the shard's summed stats."""
+    def run(
+        self,
+        source: InputTable,
+        process: Callable[[dict[str, list]], ChunkOutput],
+        defer: tuple[type[BaseException], ...] = (),
+    ) -> ShardSummary:
+        """Process this shard's rows of ``source`` chunk by chunk; return the shard's summed stats.
+
+        A chunk whose ``process`` raises one of ``defer`` (answers that never came) is not
+        written: the other chunks go on, and at the end ``ChunksDeferred`` names the chunks
+        left for a rerun, which runs only those."""
         started = time.time()
         start, stop = source.shard_bounds(self.shard_index, self.num_shards)
         shard_digest = 0
@@ -252,13 +271,20 @@ class LocalEngine:
         total: dict = {}
         summary = ShardSummary({}, stop - start)
         chunks = list(range(start, stop, self.chunk_size))
+        deferred: list[tuple[int, BaseException]] = []
         bar = tqdm(total=stop - start, desc=f"shard {self.shard_index + 1}/{self.num_shards}", unit="row")
         for index, offset in enumerate(chunks):
             table = source.slice(offset, min(stop, offset + self.chunk_size))
             fingerprint = self._chunk_fingerprint(table)
             marker = self._done_chunk(index, fingerprint)
             if marker is None:
-                output = process(table.to_pydict())
+                try:
+                    output = process(table.to_pydict())
+                except defer as exc:
+                    logger.warning("chunk %d of %d left for a rerun: %s", index + 1, len(chunks), exc)
+                    deferred.append((index, exc))
+                    bar.update(len(table))
+                    continue
                 paths = self._chunk_paths(index)
                 for config, features in self.features.items():
                     rows = output.rows[config]
@@ -275,6 +301,8 @@ class LocalEngine:
             total = add_stats(total, marker["stats"])
             bar.update(len(table))
         bar.close()
+        if deferred:
+            raise ChunksDeferred([index for index, _ in deferred], len(chunks), deferred[0][1])
         # Every chunk is done: the shard's files, then its stats (the mark of a complete shard).
         for config, folder in CONFIG_FOLDERS.items():
             schema = self.features[config].arrow_schema

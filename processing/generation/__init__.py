@@ -48,6 +48,11 @@ from processing.generation.backends import (
 from processing.generation.cache import RequestCache, default_cache_dir
 from processing.generation.generator import Generator, build_generator
 from processing.generation.types import (
+    ANSWER_TRUNCATED,
+    PROMPT_TOO_LONG,
+    TOO_LONG_DETAIL,
+    Answer,
+    AnswersMissing,
     Backend,
     Completion,
     GenerationError,
@@ -56,10 +61,16 @@ from processing.generation.types import (
     Sampling,
     Usage,
     cut_at_stop,
+    unusable_reason,
 )
 
 __all__ = [
+    "ANSWER_TRUNCATED",
+    "Answer",
+    "AnswersMissing",
     "BACKENDS",
+    "PROMPT_TOO_LONG",
+    "TOO_LONG_DETAIL",
     "Backend",
     "Completion",
     "GenerationArgs",
@@ -77,6 +88,7 @@ __all__ = [
     "VLLMBackend",
     "build_generator",
     "cut_at_stop",
+    "unusable_reason",
     "default_cache_dir",
     "embedded_model_path",
     "engine_args_from",

@@ -37,9 +37,25 @@ class GenerationArgs:
         default=None,
         metadata={"help": "API key for --base_url (default: $OPENAI_API_KEY); never logged", "secret": True},
     )
-    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at once (openai)"})
+    max_concurrency: int = field(
+        default=256, metadata={"help": "requests in flight at once (openai): a vLLM or SGLang server batches them"}
+    )
     request_timeout: float = field(default=600.0, metadata={"help": "seconds per request (openai)"})
-    max_retries: int = field(default=6, metadata={"help": "retries on 429, 5xx and timeouts, with exponential backoff"})
+    max_retries: int = field(
+        default=6,
+        metadata={"help": "retries of a request on 408, 409, 429, 5xx, timeouts and lost connections (openai)"},
+    )
+    max_failed_fraction: float = field(
+        default=0.01,
+        metadata={
+            "help": "stop the run when more than this share of one generation call's requests fail after their "
+            "retries (openai); fewer failures leave their rows for a rerun, never rejected"
+        },
+    )
+    generation_chunk: int = field(
+        default=4096,
+        metadata={"help": "the most requests in one engine call (vllm): answers are cached after each call"},
+    )
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs per model (vllm)"})
     max_model_len: int | None = field(default=None, metadata={"help": "context length (vllm; llama_cpp's n_ctx)"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "share of GPU memory for vLLM"})
@@ -94,6 +110,10 @@ class GenerationArgs:
                 raise ValueError(f"need --{prefix}max_tokens >= 1, got {max_tokens}")
         if not 0 < self.top_p <= 1:
             raise ValueError("need 0 < top_p <= 1")
+        if self.max_concurrency < 1 or self.generation_chunk < 1 or self.max_retries < 0:
+            raise ValueError("need --max_concurrency >= 1, --generation_chunk >= 1 and --max_retries >= 0")
+        if not 0 <= self.max_failed_fraction < 1:
+            raise ValueError(f"need 0 <= --max_failed_fraction < 1, got {self.max_failed_fraction}")
         self.vllm_args = engine_args_from(self.vllm_args)  # a dict from here on ({} when not given)
         if self.vllm_args and self.backend != "vllm":
             logger.warning("--vllm_args is ignored: it applies to --backend vllm only, not %s", self.backend)

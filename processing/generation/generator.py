@@ -3,12 +3,16 @@
 ``Generator`` turns prompts into per-sample requests (seed ``seed + i`` for sample
 ``i``), answers what it can from the request cache, hands the rest to the backend in
 one call, writes each answer to the cache as it arrives, cuts answers at their stop
-strings, and keeps token and request counts (``usage``).
+strings, and keeps token, request and time counts (``usage``, and ``by_step`` per
+pipeline step). Answers keep their ``finish_reason``; requests that failed after their
+retries raise ``AnswersMissing`` once the others are cached, so a row is never judged on
+an answer that never came.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from tqdm.auto import tqdm
@@ -22,7 +26,19 @@ from processing.generation.backends import (
     VLLMBackend,
 )
 from processing.generation.cache import RequestCache
-from processing.generation.types import Backend, Completion, Messages, Request, Sampling, Usage, cut_at_stop
+from processing.generation.types import (
+    LENGTH,
+    PROMPT_TOO_LONG,
+    Answer,
+    AnswersMissing,
+    Backend,
+    Completion,
+    Messages,
+    Request,
+    Sampling,
+    Usage,
+    cut_at_stop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +50,37 @@ class Generator:
         self.backend = backend
         self.cache = cache
         self.usage = Usage()
+        self.by_step: dict[str, Usage] = {}  # the same counts per pipeline step (``step=``)
 
     @property
     def model_id(self) -> str:
         return self.backend.model_id
 
     def generate(
-        self, conversations: Sequence[Sequence[dict]], sampling: Sampling, desc: str = "generating"
-    ) -> list[list[str | None]]:
-        """``sampling.n`` answers per conversation, in order; None where a request failed."""
+        self,
+        conversations: Sequence[Sequence[dict]],
+        sampling: Sampling,
+        desc: str = "generating",
+        step: str | None = None,
+    ) -> list[list[Answer]]:
+        """``sampling.n`` answers per conversation, in order. Each is an ``Answer`` (a str)
+        with its ``finish_reason``; a prompt that does not fit the model's context gives an
+        empty answer whose finish_reason is ``prompt_too_long``. Raises ``AnswersMissing``
+        when some requests failed after their retries (the answers received are cached),
+        ``GenerationError`` when the engine cannot answer at all."""
         prompts = [(tuple(dict(m) for m in conv), None) for conv in conversations]
-        return self._answer(prompts, sampling, desc)
+        return self._answer(prompts, sampling, desc, step)
 
-    def complete(self, texts: Sequence[str], sampling: Sampling, desc: str = "completing") -> list[list[str | None]]:
+    def complete(
+        self, texts: Sequence[str], sampling: Sampling, desc: str = "completing", step: str | None = None
+    ) -> list[list[Answer]]:
         """Raw completion (no chat template): ``sampling.n`` continuations per text, in order."""
-        return self._answer([((), text) for text in texts], sampling, desc)
+        return self._answer([((), text) for text in texts], sampling, desc, step)
 
     def _answer(
-        self, prompts: Sequence[tuple[Messages, str | None]], sampling: Sampling, desc: str
-    ) -> list[list[str | None]]:
+        self, prompts: Sequence[tuple[Messages, str | None]], sampling: Sampling, desc: str, step: str | None
+    ) -> list[list[Answer]]:
+        started = time.monotonic()
         requests = [
             Request(
                 messages,
@@ -66,6 +94,7 @@ class Generator:
             for messages, text in prompts
             for i in range(sampling.n)
         ]
+        usage = Usage()
         cache_model = self.backend.cache_model
         keys = [RequestCache.key(self.backend.name, cache_model, r, i % sampling.n) for i, r in enumerate(requests)]
         answers: list[Completion | None] = [None] * len(requests)
@@ -74,40 +103,64 @@ class Generator:
             if key in cached:
                 answers[index] = cached[key]
         todo = [index for index, answer in enumerate(answers) if answer is None]
-        self.usage.cached += len(requests) - len(todo)
+        usage.cached = len(requests) - len(todo)
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=desc, unit="answer")
 
         def done(position: int, completion: Completion) -> None:
             index = todo[position]
             answers[index] = completion
-            self.usage.requests += 1
-            self.usage.prompt_tokens += completion.prompt_tokens
-            self.usage.completion_tokens += completion.completion_tokens
-            if completion.text is None:
-                self.usage.failed += 1
+            usage.requests += 1
+            usage.prompt_tokens += completion.prompt_tokens
+            usage.completion_tokens += completion.completion_tokens
+            if completion.finish_reason == PROMPT_TOO_LONG:
+                usage.prompt_too_long += 1
+            elif completion.text is None:
+                usage.failed += 1
             elif self.cache:
                 self.cache.put(keys[index], self.model_id, completion)
             bar.update(1)
 
-        if todo:
-            try:
-                self.backend.complete([requests[i] for i in todo], done)
-            finally:  # the answers received are durable once the call returns (or is interrupted)
-                if self.cache:
-                    self.cache.flush()
-        bar.close()
+        try:
+            if todo:
+                checkpoint = self.cache.flush if self.cache else _nothing
+                self.backend.complete([requests[i] for i in todo], done, checkpoint)
+        finally:  # the answers received are durable once the call returns (or is interrupted)
+            if self.cache:
+                self.cache.flush()
+            bar.close()
+            usage.seconds = time.monotonic() - started
+            usage.truncated = sum(
+                1 for a in answers if a is not None and a.text is not None and a.finish_reason == LENGTH
+            )
+            self.usage.add(usage)
+            if step:
+                self.by_step.setdefault(step, Usage()).add(usage)
         logger.info(
-            "%s: %d answers (%d from the cache, %d asked, %d failed); %d prompt + %d completion tokens so far",
+            "%s: %d answers (%d from the cache, %d asked, %d failed, %d prompts too long, %d cut by max_tokens %d); "
+            "%d prompt + %d completion tokens",
             desc,
             len(requests),
-            len(requests) - len(todo),
+            usage.cached,
             len(todo),
-            sum(1 for i in todo if answers[i] is None or answers[i].text is None),
-            self.usage.prompt_tokens,
-            self.usage.completion_tokens,
+            usage.failed,
+            usage.prompt_too_long,
+            usage.truncated,
+            sampling.max_tokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
         )
-        texts = [None if a is None or a.text is None else cut_at_stop(a.text, sampling.stop) for a in answers]
-        return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
+        if usage.failed:
+            failures = [a for a in answers if a is not None and a.text is None and a.finish_reason != PROMPT_TOO_LONG]
+            raise AnswersMissing(len(failures), len(requests), failures[0].error or "no message")
+        out = [
+            Answer("" if a.text is None else cut_at_stop(a.text, sampling.stop), a.finish_reason)  # type: ignore[union-attr]
+            for a in answers
+        ]
+        return [out[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
+
+
+def _nothing() -> None:
+    pass
 
 
 def build_generator(args: GenerationArgs) -> Generator:
@@ -119,7 +172,13 @@ def build_generator(args: GenerationArgs) -> Generator:
         backend: Backend = LlamaCppBackend(args.model, args.max_model_len, args.seed)
     elif args.backend == "openai":
         backend = OpenAIBackend(
-            args.base_url, args.model, args.api_key, args.max_concurrency, args.request_timeout, args.max_retries
+            args.base_url,
+            args.model,
+            args.api_key,
+            args.max_concurrency,
+            args.request_timeout,
+            args.max_retries,
+            args.max_failed_fraction,
         )
     elif args.backend == "vllm":
         backend = VLLMBackend(
@@ -129,6 +188,7 @@ def build_generator(args: GenerationArgs) -> Generator:
             args.gpu_memory_utilization,
             args.seed,
             args.vllm_args,
+            generation_chunk=args.generation_chunk,
         )
     elif args.backend == "transformers":
         backend = TransformersBackend(args.model, args.batch_size)

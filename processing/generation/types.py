@@ -19,7 +19,64 @@ Messages = tuple  # tuple of {"role", "content"} dicts, hashable by value via js
 
 
 class GenerationError(RuntimeError):
-    """The engine cannot answer at all (unreachable server, unknown model, missing package)."""
+    """The engine cannot answer at all (unreachable server, unknown model, missing package,
+    a server that refuses the requests): the run stops (exit 1) and resumes on a rerun."""
+
+
+class AnswersMissing(GenerationError):
+    """Some requests of a generation call failed after their retries (fewer than
+    ``--max_failed_fraction``): the answers received are cached, but the rows waiting for
+    the others can be neither kept nor rejected. The stage defers them to a rerun."""
+
+    def __init__(self, failed: int, total: int, example: str):
+        self.failed, self.total, self.example = failed, total, example
+        super().__init__(
+            f"{failed} of {total} requests failed after their retries (e.g. {example}); the answers received are "
+            "cached, and a rerun of the same command asks only for the missing ones"
+        )
+
+
+# Why an answer did not come as text (``Completion.finish_reason``), and the drop reasons
+# the steps give a row for them.
+PROMPT_TOO_LONG = "prompt_too_long"  # the prompt does not fit the model's context: never sent, or refused
+ANSWER_TRUNCATED = "answer_truncated"  # cut by max_tokens (finish_reason "length") and unusable as it is
+LENGTH = "length"
+TOO_LONG_DETAIL = (
+    "the prompt does not fit the model's context (a longer --max_model_len or another model would take it)"
+)
+
+
+class Answer(str):
+    """An answer's text, which is what every step reads, with how the answer ended:
+    ``finish_reason`` is the engine's (``stop``, ``length``, ...) or ``prompt_too_long``
+    (then the text is empty: the model never saw the prompt)."""
+
+    finish_reason: str = ""
+
+    def __new__(cls, text: str, finish_reason: str = "") -> Answer:
+        answer = super().__new__(cls, text)
+        answer.finish_reason = finish_reason
+        return answer
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == LENGTH
+
+    @property
+    def prompt_too_long(self) -> bool:
+        return self.finish_reason == PROMPT_TOO_LONG
+
+
+def unusable_reason(answer: str | None, why: str) -> str:
+    """The drop reason of an answer a step could not use (``why``, the language's reason):
+    ``prompt_too_long`` when the prompt never fit, ``answer_truncated`` when the answer was
+    cut by max_tokens, else ``why``."""
+    finish = getattr(answer, "finish_reason", "")
+    if finish == PROMPT_TOO_LONG:
+        return PROMPT_TOO_LONG
+    if finish == LENGTH:
+        return ANSWER_TRUNCATED
+    return why
 
 
 @dataclass(frozen=True)
@@ -76,7 +133,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 @dataclass
 class Completion:
-    text: str | None  # None: this request failed (see error); never cached
+    """What the engine returned for one request. ``text`` None: the request failed (see
+    ``error``; never cached), or the prompt did not fit (``finish_reason`` ``prompt_too_long``)."""
+
+    text: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""
@@ -85,11 +145,27 @@ class Completion:
 
 @dataclass
 class Usage:
+    """Counts of one generator (or one step of it): requests sent, answers from the cache,
+    failures, prompts that did not fit, answers cut by max_tokens, tokens and seconds."""
+
     requests: int = 0
     cached: int = 0
     failed: int = 0
+    prompt_too_long: int = 0
+    truncated: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["seconds"] = round(self.seconds, 2)
+        out["answers_per_s"] = round(self.requests / self.seconds, 2) if self.seconds > 0 else None
+        return out
 
 
 class Backend:
@@ -105,7 +181,16 @@ class Backend:
     name = "base"
     model_id = ""
 
-    def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    def complete(
+        self,
+        requests: Sequence[Request],
+        done: Callable[[int, Completion], None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Answer ``requests``, calling ``done(position, completion)`` as each finishes;
+        ``checkpoint()`` makes the answers reported so far durable (an engine that answers
+        in several calls calls it after each). Raise ``GenerationError`` when the engine
+        cannot answer."""
         raise NotImplementedError
 
     def answer_settings(self) -> dict:

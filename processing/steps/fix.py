@@ -3,12 +3,15 @@
 One generation call per round over every failing row of the batch, ``samples`` answers
 each; every candidate is verified in one sandbox batch. A row with a passing candidate
 becomes ``passing`` (extra passing candidates go to ``variants``); one still failing
-carries its best attempt (most tests passed) and its error into the next round.
+carries its best attempt (most tests passed) and its error into the next round. A row
+whose every answer says its prompt does not fit the model's context is rejected as
+``prompt_too_long`` at once (the next round would send the same prompt); an answer cut by
+``--fix_max_tokens`` that gives no code is recorded as an ``answer_truncated`` attempt.
 """
 
 from __future__ import annotations
 
-from processing.generation import Sampling
+from processing.generation import PROMPT_TOO_LONG, TOO_LONG_DETAIL, Sampling, unusable_reason
 from processing.languages import get_language
 from processing.steps.verify import PASSING, attempt, error_excerpt, reject, rows_in_state, run_programs, set_passing
 
@@ -48,13 +51,17 @@ def fix_round_batch(
         )
         for i in failing
     ]
-    answers = generator.generate(conversations, fix_sampling, desc=f"fix round {round_}")
+    answers = generator.generate(conversations, fix_sampling, desc=f"fix round {round_}", step="fix")
     candidates: list[tuple[int, int, str]] = []
     for i, answers_of_row in zip(failing, answers):
+        if all(answer.prompt_too_long for answer in answers_of_row):
+            # the same prompt comes back next round (nothing changed): no round can help
+            reject(out, i, PROMPT_TOO_LONG, TOO_LONG_DETAIL)
+            continue
         for index, answer in enumerate(answers_of_row):
             code, why = lang.code_from_answer(answer, out["function_name"][i])
             if code is None:
-                out["attempts"][i].append(attempt(round_, index, why))
+                out["attempts"][i].append(attempt(round_, index, unusable_reason(answer, why)))
             else:
                 candidates.append((i, index, code))
     verdicts = run_programs(

@@ -11,7 +11,7 @@ refine failed is rejected as ``refine_failed`` (``detail`` says why), unless
 
 from __future__ import annotations
 
-from processing.generation import Sampling
+from processing.generation import Sampling, unusable_reason
 from processing.languages import get_language
 from processing.steps.verify import PASSING, error_excerpt, reject, rows_in_state, run_programs, set_passing
 
@@ -40,13 +40,14 @@ def refine_batch(
         template.conversation(code=out["code"][i], test_code=out["test_code"][i], function_name=out["function_name"][i])
         for i in passing
     ]
-    answers = generator.generate(conversations, one, desc="refining")
+    answers = generator.generate(conversations, one, desc="refining", step="refine")
     why_not: dict[int, str] = {}
     candidates = []
     for i, (answer,) in zip(passing, answers):
         name = out["function_name"][i]
         code, why = lang.code_from_answer(answer, name)
         if code is None:
+            why = unusable_reason(answer, why)
             out["refine_status"][i], why_not[i] = why, f"the refine answer gave no code ({why})"
             continue
         change = lang.signature_change(out["code"][i], code, name)

@@ -1,9 +1,16 @@
 """Stage 1's test-generation step: one generation call for the whole batch, then each
-answer parsed by the language's rules into ``test_code`` or a drop reason."""
+answer parsed by the language's rules into ``test_code`` or a drop reason. A prompt that
+does not fit the model's context is dropped as ``prompt_too_long``, and an answer cut by
+``--test_max_tokens`` that gives no usable tests as ``answer_truncated``."""
 
 from __future__ import annotations
 
+import logging
+
+from processing.generation import ANSWER_TRUNCATED, TOO_LONG_DETAIL, unusable_reason
 from processing.languages import PromptTemplate, get_language
+
+logger = logging.getLogger(__name__)
 
 
 def generate_tests_batch(
@@ -15,11 +22,27 @@ def generate_tests_batch(
         template.conversation(code=code, function_name=name)
         for code, name in zip(batch["code"], batch["function_name"])
     ]
-    answers = generator.generate(conversations, sampling, desc="writing unit tests")
+    answers = generator.generate(conversations, sampling, desc="writing unit tests", step="test")
     out: dict[str, list] = {"test_code": [], "test_drop_reason": [], "test_detail": []}
     for name, samples in zip(batch["function_name"], answers):
-        parsed = lang.parse_test_answer(samples[0], name)
+        answer = samples[0]
+        parsed = lang.parse_test_answer(answer, name)
+        reason, detail = parsed.drop_reason, parsed.detail
+        if reason is not None:
+            reason = unusable_reason(answer, reason)
+            if reason == ANSWER_TRUNCATED:
+                detail = f"cut at {sampling.max_tokens} tokens ({parsed.drop_reason}): {parsed.detail}"
+            elif reason != parsed.drop_reason:
+                detail = TOO_LONG_DETAIL
         out["test_code"].append(parsed.test_code)
-        out["test_drop_reason"].append(parsed.drop_reason)
-        out["test_detail"].append(parsed.detail)
+        out["test_drop_reason"].append(reason)
+        out["test_detail"].append(detail)
+    truncated = out["test_drop_reason"].count(ANSWER_TRUNCATED)
+    if truncated:
+        logger.warning(
+            "%d unit-test answers were cut at %d tokens and gave no usable tests (answer_truncated): raise "
+            "--test_max_tokens",
+            truncated,
+            sampling.max_tokens,
+        )
     return out

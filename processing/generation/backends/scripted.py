@@ -1,8 +1,11 @@
 """Canned answers from a JSONL file of rules, for deterministic runs and tests.
 
-Each line is ``{"match": ..., "answer": ...}`` (optionally ``"delay_s"``); ``match`` is a
-string, or a list of strings that must all occur, looked for in the last message (or the
-raw prompt). A request no rule matches fails (``None``), like a failed engine request.
+Each line is ``{"match": ..., "answer": ...}`` (optionally ``"delay_s"``, and
+``"finish_reason"``: ``"length"`` for an answer cut by max_tokens, ``"prompt_too_long"``
+for a prompt the model's context would not take); ``match`` is a string, or a list of
+strings that must all occur, looked for in the last message (or the raw prompt). A
+request no rule matches fails, like an engine request that failed after its retries
+(the generator then defers its rows: ``AnswersMissing``).
 The model id carries a digest of the rules, so editing the file never reuses answers.
 """
 
@@ -14,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request
+from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
 
 
 class ScriptedBackend(Backend):
@@ -37,7 +40,12 @@ class ScriptedBackend(Backend):
         digest = hashlib.sha1(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:12]
         return cls(rules, f"scripted:{digest}")
 
-    def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    def complete(
+        self,
+        requests: Sequence[Request],
+        done: Callable[[int, Completion], None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
         for position, request in enumerate(requests):
             self.calls += 1
             rule = next((r for r in self.rules if _matches(r["match"], request.last_prompt)), None)
@@ -45,7 +53,11 @@ class ScriptedBackend(Backend):
                 done(position, Completion(None, error="no scripted answer matches"))
                 continue
             time.sleep(rule.get("delay_s", 0))
-            done(position, Completion(rule["answer"], finish_reason="stop"))
+            finish = rule.get("finish_reason", "stop")
+            if finish == PROMPT_TOO_LONG:
+                done(position, Completion(None, finish_reason=PROMPT_TOO_LONG, error="scripted: prompt too long"))
+            else:
+                done(position, Completion(rule["answer"], finish_reason=finish))
 
 
 def _matches(match: str | list[str], prompt: str) -> bool:

@@ -49,7 +49,12 @@ class TransformersBackend(Backend):
             )
         return self._bos + request.text  # what tokenizing the raw text on its own would start with
 
-    def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    def complete(
+        self,
+        requests: Sequence[Request],
+        done: Callable[[int, Completion], None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
         torch = self.torch
         for start in range(0, len(requests), self.batch_size):
             batch = list(requests[start : start + self.batch_size])

@@ -1,7 +1,12 @@
 """vLLM's offline engine: the main path on GPU.
 
-A whole round is one ``LLM.chat`` call (``LLM.generate`` for raw completions) with one
-``SamplingParams`` per sample, prefix caching on. The engine is built with vLLM's own
+A round goes to ``LLM.chat`` (``LLM.generate`` for raw completions) with one
+``SamplingParams`` per sample, prefix caching on, in calls of at most
+``--generation_chunk`` requests: the answers of each call are reported and made durable
+(``checkpoint``) before the next starts, so a kill loses at most one call's answers.
+Before each call the prompts are counted with the engine's tokenizer; one that does not
+fit the context (``--max_model_len``, else the engine's) is not sent but reported as
+``prompt_too_long``, since vLLM would refuse the whole call for it. The engine is built with vLLM's own
 keyword arguments, ``vllm.LLM(model=..., **engine_args)``: four come from dedicated flags
 (``--tensor_parallel_size``, ``--max_model_len``, ``--gpu_memory_utilization``,
 ``--seed``) and any other engine argument vLLM documents comes through ``--vllm_args``
