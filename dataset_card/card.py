@@ -210,6 +210,33 @@ def _table(header: tuple[str, str], rows: list[tuple], code: bool = False) -> st
     return "\n".join(lines)
 
 
+USAGE_COLUMNS = (
+    ("requests", "requests sent"),
+    ("cached", "from the cache"),
+    ("failed", "failed"),
+    ("prompt_too_long", "prompts too long"),
+    ("truncated", "cut by max_tokens"),
+    ("prompt_tokens", "prompt tokens"),
+    ("completion_tokens", "completion tokens"),
+    ("seconds", "seconds"),
+)
+
+
+def _usage_section(usage: dict[str, dict]) -> str:
+    """The model's work per LLM step: requests, cache hits, failures, tokens, answers per second."""
+    header = "| step | " + " | ".join(label for _, label in USAGE_COLUMNS) + " | answers/s |"
+    lines = [header, "|---" * (len(USAGE_COLUMNS) + 2) + "|"]
+    for step, counts in usage.items():
+        seconds = counts.get("seconds") or 0
+        rate = f"{counts.get('requests', 0) / seconds:.1f}" if seconds else "-"
+        cells = [f"{counts.get(key, 0):,}" if key != "seconds" else f"{seconds:.1f}" for key, _ in USAGE_COLUMNS]
+        lines.append(f"| {step} | " + " | ".join(cells) + f" | {rate} |")
+    return (
+        "## Generation\n\nThe model's work per step, summed over the chunks and shards of this output (a chunk "
+        "finished by an earlier run counts with that run's figures):\n\n" + "\n".join(lines)
+    )
+
+
 def public_command(command: str) -> str:
     """The command line as a card shows it: a local absolute path by its last part only (it
     would say nothing to a reader and shows the machine's layout)."""
@@ -315,6 +342,8 @@ def render_card(
     sections.append(
         "Rejected, by reason:\n\n" + _table(("drop_reason", text.unit), list(stats["dropped"].items()), code=True)
     )
+    if stats.get("usage"):
+        sections.append(_usage_section(stats["usage"]))
     if "packages" in stats:
         sections.append(
             "## Package coverage\n\n" + _table(("package", "rows"), list(stats["packages"].items()), code=True)

@@ -620,9 +620,15 @@ def write_card(output: Path, num_shards: int, command: str, plotter: FunnelPlott
         "decontamination_skipped": skipped,
     }
     kept = sum(record["kept"] for record in records)
+    usage: dict = {}
+    for record in records:
+        if (record.get("test_generation") or {}).get("usage"):
+            counts = {k: v for k, v in record["test_generation"]["usage"].items() if k != "answers_per_s"}
+            usage = add_stats(usage, counts)
     stats = {
         "funnel": total["funnel"],
         "dropped": total["dropped"],
+        "usage": {"test": usage} if usage else {},
         "shards": len(records),
         "config_rows": {"default": kept, "rejected": sum(total["dropped"].values())},
     }

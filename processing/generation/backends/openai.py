@@ -1,9 +1,13 @@
 """Any OpenAI-compatible server: ``vllm serve``, SGLang, ``llama-server``, hosted APIs.
 
-Requests go out through the official ``openai`` package's ``AsyncOpenAI`` client, up to
-``--max_concurrency`` (default 256) in flight at once, so a server that batches (vLLM,
-SGLang) stays busy: chat requests to ``/chat/completions``, raw completions to
-``/completions``, each sample its own request with its own seed.
+Requests go out through ``aiohttp`` (an asyncio HTTP client, installed with ``datasets``),
+up to ``--max_concurrency`` (default 256) in flight at once, so a server that batches
+(vLLM, SGLang) stays busy: chat requests to ``/chat/completions``, raw completions to
+``/completions``, each sample its own request with its own seed. (The official ``openai``
+client was measured too: on two cores it spends about 1.5 ms of CPU per request, mostly
+in its connection pool's scan of hundreds of connections and in its parameter
+transforms, which halves the requests a client keeps in flight; ``benchmarks/
+generation_throughput.py`` prints the figure.)
 
 What comes back decides what happens:
 
@@ -19,19 +23,20 @@ What comes back decides what happens:
   ``--base_url``, ``--model`` or key, an unsupported parameter). The run stops at once with
   the server's message; answers received until then are cached.
 
-The client retries nothing itself (``max_retries=0``): retries are ours, so the backoff,
-the ``Retry-After`` limit and the failure accounting are the same for every server.
-``openai`` is imported when the backend is built. The model name is checked against
-``/models`` then.
+``aiohttp`` is imported when the backend is built; the model name is checked against
+``/models`` then (with the standard library: one request).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import random
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 
 from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
@@ -66,10 +71,10 @@ class OpenAIBackend(Backend):
         backoff_s: float = 1.0,
     ):
         try:
-            import openai
+            import aiohttp
         except ImportError as exc:
-            raise GenerationError("the openai backend needs the openai package: pip install openai") from exc
-        self._openai = openai
+            raise GenerationError("the openai backend needs aiohttp: pip install aiohttp") from exc
+        self._aiohttp = aiohttp
         self.base_url = base_url.rstrip("/")
         self.model_id = model
         self.api_key = api_key
@@ -81,33 +86,35 @@ class OpenAIBackend(Backend):
         self.peak_in_flight = 0  # the most requests in flight at once, over this backend's life
         self._check_model()
 
-    def _client_settings(self) -> dict:
-        # a server without keys still gets a placeholder: the client refuses to start without one
-        return {"base_url": self.base_url, "api_key": self.api_key or "none", "timeout": self.timeout, "max_retries": 0}
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def _check_model(self) -> None:
-        openai = self._openai
+        request = urllib.request.Request(self.base_url + "/models", headers=self._headers(), method="GET")
         try:
-            with openai.OpenAI(**self._client_settings()) as client:
-                served = [model.id for model in client.models.list().data]
-        except openai.APIStatusError as exc:
-            if exc.status_code in (401, 403):
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                listed = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
                 raise GenerationError(
-                    f"the server at {self.base_url} refused the API key (HTTP {exc.status_code}); "
-                    "set --api_key or $OPENAI_API_KEY"
+                    f"the server at {self.base_url} refused the API key (HTTP {exc.code}); set --api_key or "
+                    "$OPENAI_API_KEY"
                 ) from exc
             logger.warning(
-                "the server at %s does not list models (HTTP %d); not checking --model", self.base_url, exc.status_code
+                "the server at %s does not list models (HTTP %d); not checking --model", self.base_url, exc.code
             )
             return
-        except openai.APIConnectionError as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             raise GenerationError(
-                f"cannot reach an OpenAI-compatible server at {self.base_url} ({_cause(exc)}); is it running, and is "
+                f"cannot reach an OpenAI-compatible server at {self.base_url} ({exc}); is it running, and is "
                 "--base_url right (it usually ends in /v1)?"
             ) from exc
-        except Exception as exc:  # an answer that is not a model list: nothing to check against
-            logger.warning("the server at %s lists no models (%s); not checking --model", self.base_url, exc)
-            return
+        served = (
+            [m.get("id") for m in listed.get("data", []) if isinstance(m, dict)] if isinstance(listed, dict) else []
+        )
         if served and self.model_id not in served:
             raise GenerationError(
                 f"the server at {self.base_url} does not serve model {self.model_id!r}; it serves: "
@@ -132,18 +139,19 @@ class OpenAIBackend(Backend):
             pool.submit(asyncio.run, coroutine).result()  # called from async code (a notebook): a loop of its own
 
     async def _complete_all(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+        aiohttp = self._aiohttp
         pending = iter(enumerate(requests))
         allowed = self.max_failed_fraction * len(requests)
         failures: list[str] = []
         in_flight = 0
 
-        async def worker(client) -> None:
+        async def worker(session) -> None:
             nonlocal in_flight
             for position, request in pending:  # one shared iterator: each request is taken once
                 in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, in_flight)
                 try:
-                    completion = await self._ask(client, request)
+                    completion = await self._ask(session, request)
                 finally:
                     in_flight -= 1
                 if completion.text is None and completion.finish_reason != PROMPT_TOO_LONG:
@@ -157,8 +165,11 @@ class OpenAIBackend(Backend):
                         "rerun the same command when the server is healthy"
                     )
 
-        async with self._openai.AsyncOpenAI(**self._client_settings()) as client:
-            workers = [asyncio.create_task(worker(client)) for _ in range(min(self.max_concurrency, len(requests)))]
+        workers_count = min(self.max_concurrency, len(requests))
+        connector = aiohttp.TCPConnector(limit=workers_count, limit_per_host=workers_count)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers()) as session:
+            workers = [asyncio.create_task(worker(session)) for _ in range(workers_count)]
             try:
                 finished, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
                 for task in finished:
@@ -169,10 +180,10 @@ class OpenAIBackend(Backend):
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _ask(self, client, request: Request) -> Completion:
+    async def _ask(self, session, request: Request) -> Completion:
         """One request with its retries: the answer, a failure, or GenerationError."""
-        openai = self._openai
-        settings = {
+        aiohttp = self._aiohttp
+        payload = {
             "model": self.model_id,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -181,42 +192,43 @@ class OpenAIBackend(Backend):
             "n": 1,
         }
         if request.stop:
-            settings["stop"] = list(request.stop)
+            payload["stop"] = list(request.stop)
+        if request.is_raw:
+            payload["prompt"], url = request.text, self.base_url + "/completions"
+        else:
+            payload["messages"], url = request.message_list(), self.base_url + "/chat/completions"
         problem = ""
         for attempt in range(self.max_retries + 1):
             wait = self._backoff(attempt)
             try:
-                if request.is_raw:
-                    response = await client.completions.create(prompt=request.text, **settings)
-                    choice = response.choices[0]
-                    text = choice.text
-                else:
-                    response = await client.chat.completions.create(messages=request.message_list(), **settings)
-                    choice = response.choices[0]
-                    text = choice.message.content
-                usage = response.usage
-                return Completion(
-                    text or "",
-                    getattr(usage, "prompt_tokens", 0) or 0,
-                    getattr(usage, "completion_tokens", 0) or 0,
-                    choice.finish_reason or "",
-                )
-            except openai.APIStatusError as exc:
-                message = _server_message(exc)
-                if exc.status_code == 400 and CONTEXT_EXCEEDED.search(message):
+                async with session.post(url, json=payload) as response:
+                    status, text = response.status, await response.text()
+                    retry_after = response.headers.get("Retry-After")
+                if status == 200:
+                    body = json.loads(text)
+                    choice, usage = body["choices"][0], body.get("usage") or {}
+                    content = choice.get("text") if request.is_raw else (choice.get("message") or {}).get("content")
+                    return Completion(
+                        content or "",
+                        int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0),
+                        choice.get("finish_reason") or "",
+                    )
+                message = _server_message(text)
+                if status == 400 and CONTEXT_EXCEEDED.search(message):
                     return Completion(None, finish_reason=PROMPT_TOO_LONG, error=f"HTTP 400: {message}")
-                if exc.status_code in FATAL_STATUS:
+                if status in FATAL_STATUS:
                     raise GenerationError(
-                        f"the server at {self.base_url} refused a completion request with HTTP {exc.status_code}: "
-                        f"{message}; check --base_url, --model and --api_key (answers received so far are cached)"
-                    ) from exc
-                problem = f"HTTP {exc.status_code}: {message}"
-                if exc.status_code not in RETRY_STATUS:
+                        f"the server at {self.base_url} refused a completion request with HTTP {status}: {message}; "
+                        "check --base_url, --model and --api_key (answers received so far are cached)"
+                    )
+                problem = f"HTTP {status}: {message}"
+                if status not in RETRY_STATUS:
                     return Completion(None, error=problem)  # not worth repeating
-                wait = _retry_after(exc) or wait
-            except openai.APIConnectionError as exc:  # timeouts included
-                problem = f"{type(exc).__name__}: {_cause(exc)}"
-            except (openai.APIError, ValueError, AttributeError, IndexError, TypeError) as exc:  # a malformed answer
+                wait = _retry_after(retry_after) or wait
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:  # connection trouble, timeouts
+                problem = f"{type(exc).__name__}: {exc}"
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:  # a malformed answer
                 problem = f"malformed answer: {type(exc).__name__}: {exc}"
             if attempt < self.max_retries:
                 logger.debug("retrying in %.1fs after %s", wait, problem)
@@ -227,33 +239,20 @@ class OpenAIBackend(Backend):
         return min(60.0, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
 
 
-def _server_message(exc) -> str:
+def _server_message(text: str) -> str:
     """The server's own words from an error response (its ``error.message`` when it sends JSON)."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        message = inner.get("message") if isinstance(inner, dict) else inner
-        if message:
-            return str(message)[:500]
-    if isinstance(body, str) and body:
-        return body[:500]
     try:
-        return exc.response.text[:500] or str(exc)[:500]
-    except Exception:
-        return str(exc)[:500]
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()[:500] or "no message"
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    message = inner.get("message") if isinstance(inner, dict) else inner
+    return str(message or text)[:500]
 
 
-def _retry_after(exc) -> float | None:
-    """The server's ``Retry-After`` in seconds (at most two minutes), if it sent one."""
+def _retry_after(value: str | None) -> float | None:
+    """The server's ``Retry-After`` in seconds (at most two minutes), if it sent a number."""
     try:
-        value = exc.response.headers.get("retry-after")
         return min(MAX_RETRY_AFTER_S, float(value)) if value else None
-    except (AttributeError, ValueError, TypeError):
+    except ValueError:
         return None
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost reason of a connection error (the client's message alone says little)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

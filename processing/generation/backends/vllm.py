@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request
+from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,27 @@ def vllm_batch(requests: Sequence[Request], sampling_params_cls) -> tuple[list, 
     return prompts, params
 
 
+def token_count(ids) -> int:
+    """The number of token ids a tokenizer returned: a list, or an object (a dict, a
+    ``BatchEncoding``) that holds them as ``input_ids``."""
+    if isinstance(ids, Mapping):
+        ids = ids["input_ids"]
+    return len(getattr(ids, "input_ids", ids))
+
+
+def too_long(tokens: int, context: int) -> Completion:
+    """The report of a prompt that leaves no room for one new token: never sent."""
+    return Completion(
+        None,
+        prompt_tokens=tokens,
+        finish_reason=PROMPT_TOO_LONG,
+        error=f"the prompt has {tokens} tokens; the model's context is {context}",
+    )
+
+
 class VLLMBackend(Backend):
-    """vLLM's offline engine: a whole round in one ``chat`` call, prefix caching on.
+    """vLLM's offline engine: a round in calls of at most ``generation_chunk`` requests,
+    prefix caching on; prompts longer than the context are reported, not sent.
 
     ``engine_args`` are more ``vllm.LLM`` keyword arguments (``--vllm_args``); they may
     override ``enable_prefix_caching`` but not the settings that have a dedicated flag.
@@ -149,7 +168,10 @@ class VLLMBackend(Backend):
         gpu_memory_utilization: float,
         seed: int,
         engine_args: Mapping | None = None,
+        generation_chunk: int = 4096,
     ):
+        if generation_chunk < 1:
+            raise ValueError(f"need generation_chunk >= 1, got {generation_chunk}")
         extra = engine_args_from(engine_args)
         try:
             from vllm import LLM, SamplingParams
@@ -159,6 +181,8 @@ class VLLMBackend(Backend):
             ) from exc
         self._sampling_params = SamplingParams
         self.model_id = model
+        self.max_model_len = max_model_len
+        self.generation_chunk = generation_chunk
         self.extra_engine_args = extra
         self.engine_args = {
             "tensor_parallel_size": tensor_parallel_size,
@@ -171,28 +195,98 @@ class VLLMBackend(Backend):
         if extra:
             logger.info("vLLM engine arguments from --vllm_args: %s", json.dumps(extra, default=str))
         self.llm = LLM(model=model, **self.engine_args)
+        self._checker: tuple | None = None  # (context, tokenizer), or () when prompts cannot be checked
+        self._count_failed = False
 
     def answer_settings(self) -> dict:
         return {k: v for k, v in self.extra_engine_args.items() if k not in ANSWER_NEUTRAL}
 
-    def complete(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    def complete(
+        self,
+        requests: Sequence[Request],
+        done: Callable[[int, Completion], None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
+        size = self.generation_chunk
+        rounds = []
         for raw in (False, True):
             positions = [i for i, r in enumerate(requests) if r.is_raw == raw]
-            if not positions:
-                continue
-            prompts, params = vllm_batch([requests[i] for i in positions], self._sampling_params)
-            if raw:
-                outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=True)
+            rounds += [(raw, positions[s : s + size]) for s in range(0, len(positions), size)]
+        if len(rounds) > 1:
+            logger.info(
+                "vLLM: %d requests in %d engine calls of at most %d (answers are cached after each)",
+                len(requests),
+                len(rounds),
+                size,
+            )
+        for raw, positions in rounds:
+            self._call(requests, positions, raw, done)
+            checkpoint()
+
+    def _call(
+        self, requests: Sequence[Request], positions: list[int], raw: bool, done: Callable[[int, Completion], None]
+    ) -> None:
+        """One engine call for ``positions`` (all chat or all raw), after reporting the
+        prompts that do not fit the context."""
+        checker = self._prompt_checker()
+        if checker:
+            context, tokenizer = checker
+            fitting = []
+            for position in positions:
+                tokens = self._count(tokenizer, requests[position])
+                if tokens is not None and tokens >= context:
+                    done(position, too_long(tokens, context))
+                else:
+                    fitting.append(position)
+            positions = fitting
+        if not positions:
+            return
+        prompts, params = vllm_batch([requests[i] for i in positions], self._sampling_params)
+        if raw:
+            outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=True)
+        else:
+            outputs = self.llm.chat(prompts, sampling_params=params, use_tqdm=True)
+        for position, output in zip(positions, outputs):
+            sample = output.outputs[0]
+            done(
+                position,
+                Completion(
+                    sample.text,
+                    len(output.prompt_token_ids or []),
+                    len(sample.token_ids),
+                    sample.finish_reason or "",
+                ),
+            )
+
+    def _prompt_checker(self) -> tuple:
+        """The context length and the engine's tokenizer, or ``()`` when either is unknown
+        (then every prompt is sent, as vLLM decides). Found once."""
+        if self._checker is None:
+            context = self.max_model_len
+            if not context:
+                engine = getattr(self.llm, "llm_engine", None)
+                context = getattr(getattr(engine, "model_config", None), "max_model_len", None)
+            tokenizer = None
+            if isinstance(context, int) and context > 0:
+                try:
+                    tokenizer = self.llm.get_tokenizer()
+                except Exception as exc:  # e.g. an engine built with skip_tokenizer_init
+                    logger.debug("vLLM: no tokenizer to count prompts with (%s)", exc)
             else:
-                outputs = self.llm.chat(prompts, sampling_params=params, use_tqdm=True)
-            for position, output in zip(positions, outputs):
-                sample = output.outputs[0]
-                done(
-                    position,
-                    Completion(
-                        sample.text,
-                        len(output.prompt_token_ids or []),
-                        len(sample.token_ids),
-                        sample.finish_reason or "",
-                    ),
-                )
+                logger.debug("vLLM: the engine's context length is unknown: prompts are sent unchecked")
+            self._checker = (context, tokenizer) if tokenizer is not None else ()
+        return self._checker
+
+    def _count(self, tokenizer, request: Request) -> int | None:
+        """The prompt's token count as the engine will see it; None when the tokenizer
+        cannot count it (the prompt is sent, and vLLM decides)."""
+        try:
+            if request.is_raw:
+                return token_count(tokenizer.encode(request.text))
+            ids = tokenizer.apply_chat_template(request.message_list(), add_generation_prompt=True, tokenize=True)
+            return token_count(ids)
+        except Exception as exc:
+            if not self._count_failed:
+                self._count_failed = True
+                logger.warning("vLLM: cannot count a prompt's tokens (%s): such prompts are sent unchecked", exc)
+            return None
