@@ -67,6 +67,16 @@ class Answer(str):
         return self.finish_reason == PROMPT_TOO_LONG
 
 
+def too_long(tokens: int, context: int) -> Completion:
+    """The report of a prompt that leaves no room for one new token (it is never sent)."""
+    return Completion(
+        None,
+        prompt_tokens=tokens,
+        finish_reason=PROMPT_TOO_LONG,
+        error=f"the prompt has {tokens} tokens; the model's context is {context}",
+    )
+
+
 def unusable_reason(answer: str | None, why: str) -> str:
     """The drop reason of an answer a step could not use (``why``, the language's reason):
     ``prompt_too_long`` when the prompt never fit, ``answer_truncated`` when the answer was

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
-from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
+from processing.generation.types import Backend, Completion, GenerationError, Request, too_long
 
 
 def file_digest(path: str, chunk: int = 8 << 20) -> str:
@@ -44,16 +44,6 @@ def embedded_model_path() -> str:
 
 # llama-cpp-python's refusal of a prompt that does not fit (``Llama.create_completion``)
 CONTEXT_EXCEEDED = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
-
-
-def too_long(tokens: int, context: int) -> Completion:
-    """The report of a prompt that leaves no room for one new token: never evaluated."""
-    return Completion(
-        None,
-        prompt_tokens=tokens,
-        finish_reason=PROMPT_TOO_LONG,
-        error=f"the prompt has {tokens} tokens; the model's context is {context}",
-    )
 
 
 class LlamaCppBackend(Backend):

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
+from processing.generation.types import Backend, Completion, GenerationError, Request, too_long
 
 logger = logging.getLogger(__name__)
 
@@ -138,16 +138,6 @@ def token_count(ids) -> int:
     if isinstance(ids, Mapping):
         ids = ids["input_ids"]
     return len(getattr(ids, "input_ids", ids))
-
-
-def too_long(tokens: int, context: int) -> Completion:
-    """The report of a prompt that leaves no room for one new token: never sent."""
-    return Completion(
-        None,
-        prompt_tokens=tokens,
-        finish_reason=PROMPT_TOO_LONG,
-        error=f"the prompt has {tokens} tokens; the model's context is {context}",
-    )
 
 
 class VLLMBackend(Backend):
