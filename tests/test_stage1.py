@@ -428,7 +428,11 @@ ANSWERS = [
         "answer": "```python\nimport os, unittest\ndef redefining(p):\n    return p\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertTrue(redefining('x'))\n```",
     },
     # cut by --test_max_tokens in the middle of its class line
-    {"match": "def silent(", "answer": "```python\nimport unittest\n\nclass TestCases(unittest", "finish_reason": "length"},
+    {
+        "match": "def silent(",
+        "answer": "```python\nimport unittest\n\nclass TestCases(unittest",
+        "finish_reason": "length",
+    },
 ]
 
 

@@ -404,6 +404,8 @@ def test_two_shards_merge_into_one_card_that_adds_up(tmp_path, golden_input):
     assert stage2.main(golden_args(tmp_path, golden_input, "single")) == 0
     expected_card = (single / "README.md").read_text()
     for line in [row for row in expected_card.splitlines() if row.startswith("| ") and "`" not in row.split("|")[1]]:
+        if line.startswith(("| fix |", "| refine |")):  # the Generation table: counts add up, timings do not
+            line = line.rsplit("|", 3)[0]
         assert line in card  # funnel rows, e.g. "| input rows | 11 |", sum to the unsharded run's
     assert "| input rows | 11 |" in card and "| `no_tests` | 1 |" in card
     (tmp_path / "out" / "README.md").unlink()

@@ -96,10 +96,11 @@ def default_output_dir(model_id: str, mode: str) -> Path:
 
 
 def answers_for(problems: list[Problem], generator, mode: str, sampling: Sampling, desc: str) -> list[list]:
+    # a request that failed after its retries is a failed generation (None), not a stop
     if mode == "complete":
-        return generator.complete([p.completion_prompt for p in problems], sampling, desc=desc)
+        return generator.complete([p.completion_prompt for p in problems], sampling, desc=desc, allow_missing=True)
     conversations = [[{"role": "user", "content": p.instruction}] for p in problems]
-    return generator.generate(conversations, sampling, desc=desc)
+    return generator.generate(conversations, sampling, desc=desc, allow_missing=True)
 
 
 def evaluate_benchmark(problems: list[Problem], generator, sandbox, args: EvalArgs, sampling: Sampling, out: Path):

@@ -62,24 +62,36 @@ class Generator:
         sampling: Sampling,
         desc: str = "generating",
         step: str | None = None,
-    ) -> list[list[Answer]]:
+        allow_missing: bool = False,
+    ) -> list[list[Answer | None]]:
         """``sampling.n`` answers per conversation, in order. Each is an ``Answer`` (a str)
         with its ``finish_reason``; a prompt that does not fit the model's context gives an
         empty answer whose finish_reason is ``prompt_too_long``. Raises ``AnswersMissing``
         when some requests failed after their retries (the answers received are cached),
-        ``GenerationError`` when the engine cannot answer at all."""
+        unless ``allow_missing`` (evaluation, where a failed generation is a wrong answer):
+        then those answers are None. ``GenerationError`` when the engine cannot answer at all."""
         prompts = [(tuple(dict(m) for m in conv), None) for conv in conversations]
-        return self._answer(prompts, sampling, desc, step)
+        return self._answer(prompts, sampling, desc, step, allow_missing)
 
     def complete(
-        self, texts: Sequence[str], sampling: Sampling, desc: str = "completing", step: str | None = None
-    ) -> list[list[Answer]]:
+        self,
+        texts: Sequence[str],
+        sampling: Sampling,
+        desc: str = "completing",
+        step: str | None = None,
+        allow_missing: bool = False,
+    ) -> list[list[Answer | None]]:
         """Raw completion (no chat template): ``sampling.n`` continuations per text, in order."""
-        return self._answer([((), text) for text in texts], sampling, desc, step)
+        return self._answer([((), text) for text in texts], sampling, desc, step, allow_missing)
 
     def _answer(
-        self, prompts: Sequence[tuple[Messages, str | None]], sampling: Sampling, desc: str, step: str | None
-    ) -> list[list[Answer]]:
+        self,
+        prompts: Sequence[tuple[Messages, str | None]],
+        sampling: Sampling,
+        desc: str,
+        step: str | None,
+        allow_missing: bool = False,
+    ) -> list[list[Answer | None]]:
         started = time.monotonic()
         requests = [
             Request(
@@ -149,12 +161,13 @@ class Generator:
             usage.prompt_tokens,
             usage.completion_tokens,
         )
-        if usage.failed:
-            failures = [a for a in answers if a is not None and a.text is None and a.finish_reason != PROMPT_TOO_LONG]
-            raise AnswersMissing(len(failures), len(requests), failures[0].error or "no message")
+        failed = [a is None or (a.text is None and a.finish_reason != PROMPT_TOO_LONG) for a in answers]
+        if any(failed) and not allow_missing:
+            example = next(a.error for a, bad in zip(answers, failed) if bad and a is not None)
+            raise AnswersMissing(sum(failed), len(requests), example or "no message")
         out = [
-            Answer("" if a.text is None else cut_at_stop(a.text, sampling.stop), a.finish_reason)  # type: ignore[union-attr]
-            for a in answers
+            None if bad else Answer("" if a.text is None else cut_at_stop(a.text, sampling.stop), a.finish_reason)
+            for a, bad in zip(answers, failed)
         ]
         return [out[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
