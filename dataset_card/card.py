@@ -195,9 +195,15 @@ STAGES = {
             "and docstring / the body and any helpers after the function, BigCodeBench-complete style; "
             "`prompt + completion == code`), `messages` (chat format), `original_code`, "
             "`fix_rounds`, `attempts` (each fix attempt with status and error excerpt), `refined`, `variants` "
-            "(extra passing versions), `tests_run`, `tests_passed`, `verify_duration_s`, and the source columns "
-            "(`repo`, `path`, `licenses`, `decontaminated_against`). `rejected` rows have `drop_reason` and "
-            "`detail`."
+            "(extra passing versions), `tests_run`, `tests_passed`, `verify_duration_s`, the source columns "
+            "(`repo`, `path`, `licenses`, `decontaminated_against`), and how strong the tests are (empty when the "
+            "quality step was off): `mutation_score` (share of `mutants` of the code, made by AST operators, that "
+            "the tests kill: `mutants_killed` / `mutants`), `surviving_mutants` (up to three survivors as unified "
+            "diffs), `line_coverage` and `branch_coverage` of the function's lines by its tests (measured in the "
+            "sandbox with `coverage`), `uncovered_lines`, `strengthened` (rounds in which tests were added to kill "
+            "surviving mutants). `rejected` rows have `drop_reason` and `detail` "
+            "(`flaky_tests`: the tests changed verdict in a fresh interpreter with another hash seed and test "
+            "order; `weak_tests`: under the thresholds the card states)."
         ),
         unit="rows",
     ),
@@ -208,6 +214,59 @@ def _table(header: tuple[str, str], rows: list[tuple], code: bool = False) -> st
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" if code else f"| {k} | {v} |" for k, v in rows] or ["| (none) | 0 |"]
     return "\n".join(lines)
+
+
+QUALITY_LABELS = {
+    "mutation_score": "mutation score",
+    "line_coverage": "line coverage",
+    "branch_coverage": "branch coverage",
+}
+
+
+def _quality_section(quality: dict, settings: dict | None, picture: bool) -> str:
+    """Means of the published rows' test-strength scores, their histograms and the settings."""
+    lines = ["| score | rows measured | mean |", "|---|---|---|"]
+    for column, label in QUALITY_LABELS.items():
+        entry = quality.get(column) or {}
+        rows = entry.get("rows", 0)
+        mean = f"{entry.get('sum', 0) / rows:.3f}" if rows else "-"
+        lines.append(f"| {label} | {rows} | {mean} |")
+    text = "## Test quality\n\n" + "\n".join(lines)
+    if picture:
+        text += "\n\n![test quality](quality.png)"
+    if settings:
+        text += (
+            f"\n\nUp to {settings['max_mutants']} mutants per row (operators: {', '.join(settings['operators'])}; "
+            f"seed {settings['seed']}), each with a time limit of max(1 s, 5 x the verified run); coverage of the "
+            "function's lines, measured in the sandbox; flakiness: a second run in a fresh interpreter with another "
+            "hash seed and test order. Thresholds: mutation score "
+            f"{settings['min_mutation_score']}, line coverage {settings['min_line_coverage']} (0: measured, not "
+            "filtered; rows under a threshold are rejected as `weak_tests`). Strengthening rounds: "
+            f"{settings.get('strengthen_rounds', 0)} (the model adds tests that kill surviving mutants; kept only "
+            "when they pass on the code and kill a survivor; `strengthened` counts a row's rounds)."
+        )
+    return text
+
+
+def quality_plot(quality: dict, path: Path) -> None:
+    """Histograms of mutation score and line coverage over the published rows, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for ax, column in zip(axes, ("mutation_score", "line_coverage")):
+        bins = (quality.get(column) or {}).get("bins", {})
+        counts = [bins.get(str(b), 0) for b in range(len(bins) or 10)]
+        width = 1 / max(1, len(counts))
+        ax.bar([b * width for b in range(len(counts))], counts, width=width, align="edge", color="#4C72B0")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(QUALITY_LABELS[column])
+        ax.set_ylabel("rows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 USAGE_COLUMNS = (
@@ -342,6 +401,8 @@ def render_card(
     sections.append(
         "Rejected, by reason:\n\n" + _table(("drop_reason", text.unit), list(stats["dropped"].items()), code=True)
     )
+    if stats.get("quality"):
+        sections.append(_quality_section(stats["quality"], settings.get("quality"), picture))
     if stats.get("usage"):
         sections.append(_usage_section(stats["usage"]))
     if "packages" in stats:

@@ -68,9 +68,21 @@ _SOURCE = {
     "fix_rounds": INT,
     "attempts": [ATTEMPT],
 }
+# How strong a verified row's tests are (``processing.steps.quality``); None when not measured.
+QUALITY = {
+    "strengthened": INT,  # strengthening rounds in which the tests grew (0: as written by stage 1)
+    "mutation_score": datasets.Value("float64"),  # killed / mutants, 0..1
+    "mutants": INT,
+    "mutants_killed": INT,
+    "surviving_mutants": STRINGS,  # up to 3, as unified diffs against code
+    "line_coverage": datasets.Value("float64"),  # of the target function's statements, 0..1
+    "branch_coverage": datasets.Value("float64"),  # of its branches, 0..1 (None: it has none)
+    "uncovered_lines": datasets.Sequence(INT),  # lines of code the tests never ran
+}
 VERIFIED_FEATURES = datasets.Features(
     {
         **_SOURCE,
+        **QUALITY,
         "refined": datasets.Value("bool"),
         "refine_status": STRING,
         "variants": STRINGS,
@@ -82,7 +94,7 @@ VERIFIED_FEATURES = datasets.Features(
         "messages": [{"role": STRING, "content": STRING}],
     }
 )
-STAGE2_REJECTED_FEATURES = datasets.Features({**_SOURCE, "drop_reason": STRING, "detail": STRING})
+STAGE2_REJECTED_FEATURES = datasets.Features({**_SOURCE, **QUALITY, "drop_reason": STRING, "detail": STRING})
 # A row's progress through stage 2, as columns (``state``: passing, failing or rejected).
 STAGE2_WORK_COLUMNS = {
     "state": STRING,

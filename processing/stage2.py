@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dataset_card import funnel_plot, render_card
-from dataset_card.card import package_versions, unitcoder_identity
+from dataset_card.card import package_versions, quality_plot, unitcoder_identity
 from processing.args import SandboxArgs, start_script
 from processing.engine import ChunkOutput, ChunksDeferred, LocalEngine, add_stats, completed_shards
 from processing.evalsets import BENCHMARKS as DECONTAMINATION_BENCHMARKS
@@ -38,7 +38,9 @@ from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VE
 from processing.steps.fix import fix_round_batch, give_up_batch
 from processing.steps.format import check_published_batch, format_batch
 from processing.steps.guard import guard_batch
+from processing.steps.quality import empty_quality, quality_batch
 from processing.steps.refine import refine_batch
+from processing.steps.strengthen import strengthen_batch
 from processing.steps.verify import verify_batch
 from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
 
@@ -46,7 +48,15 @@ logger = logging.getLogger("stage2")
 LANGUAGE = "python"
 # Rejections of rows that had passed their tests (by the guard, refine or the published-form check).
 REJECTED_AFTER_PASSING = frozenset(
-    {"vacuous_tests", "refine_failed", "published_form_mismatch", "published_form_fails", "confirm_disagrees"}
+    {
+        "vacuous_tests",
+        "refine_failed",
+        "flaky_tests",
+        "weak_tests",
+        "published_form_mismatch",
+        "published_form_fails",
+        "confirm_disagrees",
+    }
 )
 
 
@@ -79,6 +89,26 @@ class Stage2Args:
             "help": "publish without the second opinion (every published row is otherwise re-run in a fresh "
             "interpreter with an independent test driver, and rejected as confirm_disagrees if it does not pass "
             "there); the published form still runs once in the sandbox"
+        },
+    )
+    skip_quality: bool = field(
+        default=False,
+        metadata={"help": "do not measure test strength (mutation score, coverage, flakiness); the columns stay empty"},
+    )
+    max_mutants: int = field(default=20, metadata={"help": "mutants per verified row at most (a seeded sample)"})
+    min_mutation_score: float = field(
+        default=0.0, metadata={"help": "reject rows whose mutation score is lower as weak_tests (0: measure only)"}
+    )
+    min_line_coverage: float = field(
+        default=0.0,
+        metadata={"help": "reject rows whose tests cover less of the function's lines as weak_tests (0: measure only)"},
+    )
+    quality_seed: int = field(default=0, metadata={"help": "seed of the mutant sample and of the flakiness run"})
+    strengthen_rounds: int = field(
+        default=0,
+        metadata={
+            "help": "rounds in which the model adds tests that kill surviving mutants (kept only if they pass on "
+            "the code and kill a survivor in the sandbox; existing tests are never edited)"
         },
     )
     limit: int | None = field(default=None, metadata={"help": "use only the first N input rows"})
@@ -117,6 +147,16 @@ class Stage2Args:
             raise ValueError(f"--shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
         if self.chunk_size < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError("--chunk_size and --limit must be at least 1")
+        if self.strengthen_rounds < 0:
+            raise ValueError("--strengthen_rounds must be at least 0")
+        if self.strengthen_rounds and self.skip_quality:
+            raise ValueError("--strengthen_rounds needs the quality step's surviving mutants: drop --skip_quality")
+        if self.max_mutants < 1:
+            raise ValueError("--max_mutants must be at least 1")
+        if not (0 <= self.min_mutation_score <= 1 and 0 <= self.min_line_coverage <= 1):
+            raise ValueError("--min_mutation_score and --min_line_coverage must be between 0 and 1")
+        if self.skip_quality and (self.min_mutation_score or self.min_line_coverage):
+            raise ValueError("--min_mutation_score and --min_line_coverage need the quality step: drop --skip_quality")
 
 
 def open_input(args: Stage2Args) -> InputTable:
@@ -155,6 +195,8 @@ def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
         "refine_failed": dropped["refine_failed"],
         "published_form_rejected": dropped["published_form_mismatch"] + dropped["published_form_fails"],
         "confirm_disagrees": dropped["confirm_disagrees"],
+        "flaky_tests": dropped["flaky_tests"],
+        "weak_tests": dropped["weak_tests"],
         "verified": sum(s == "passing" for s in state),
     }
     packages = Counter(p for i, s in enumerate(state) if s == "passing" for p in (batch["packages"][i] or []))
@@ -164,11 +206,33 @@ def chunk_counts(batch: dict[str, list], rounds_run: list[int]) -> dict:
     )
     return {
         "counts": counts,
+        "quality": quality_counts(batch),
         "dropped": dict(dropped),
         "packages": dict(packages),
         "licenses": dict.fromkeys(licenses, 1),
         "decontamination": dict(checked),
     }
+
+
+QUALITY_BINS = 10  # histogram bins of the scores over 0..1
+
+
+def quality_counts(batch: dict[str, list]) -> dict:
+    """Sums and histograms of the published rows' scores (they add up over chunks and shards)."""
+    out: dict = {}
+    for column in ("mutation_score", "line_coverage", "branch_coverage"):
+        values = [
+            batch[column][i] for i, s in enumerate(batch["state"]) if s == "passing" and batch[column][i] is not None
+        ]
+        bins = [0] * QUALITY_BINS
+        for value in values:
+            bins[min(QUALITY_BINS - 1, int(value * QUALITY_BINS))] += 1
+        out[column] = {
+            "rows": len(values),
+            "sum": round(sum(values), 6),
+            "bins": {str(b): n for b, n in enumerate(bins)},
+        }
+    return out
 
 
 def split_rows(batch: dict[str, list]) -> dict[str, dict[str, list]]:
@@ -204,6 +268,22 @@ def process_chunk(
             batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling["refine"],
             keep_unrefined=args.keep_unrefined, language=LANGUAGE,
         )  # fmt: skip
+    if args.skip_quality:
+        batch = empty_quality(batch)
+    else:
+
+        def strengthen(rows: dict, round_: int, survivors: dict) -> tuple[dict, set[int]]:
+            return strengthen_batch(
+                rows, generator=generator, sandbox=sandbox, template=templates["strengthen"],
+                sampling=sampling["strengthen"], round_=round_, survivors=survivors, language=LANGUAGE,
+            )  # fmt: skip
+
+        batch = quality_batch(
+            batch, sandbox=sandbox, max_mutants=args.max_mutants, seed=args.quality_seed,
+            min_mutation_score=args.min_mutation_score, min_line_coverage=args.min_line_coverage, language=LANGUAGE,
+            strengthen=strengthen if args.strengthen_rounds else None, strengthen_rounds=args.strengthen_rounds,
+            guard=lambda rows: guard_batch(rows, sandbox=sandbox, language=LANGUAGE),
+        )  # fmt: skip
     batch = format_batch(batch, language=LANGUAGE)
     batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm)
     stats = chunk_counts(batch, rounds_run)
@@ -232,6 +312,16 @@ def run_settings(args: Stage2Args, described: str, generator, sampling: dict[str
         "refine": not args.skip_refine,
         "keep_unrefined": args.keep_unrefined,
         "confirm": not args.no_confirm,
+        "quality": None
+        if args.skip_quality
+        else {
+            "max_mutants": args.max_mutants,
+            "seed": args.quality_seed,
+            "min_mutation_score": args.min_mutation_score,
+            "min_line_coverage": args.min_line_coverage,
+            "strengthen_rounds": args.strengthen_rounds,
+            "operators": list(get_language(LANGUAGE).MUTATION_OPERATORS),
+        },
         "prompt_hashes": {k: t.hash for k, t in templates.items()},
         "sandbox": config.fingerprint_fields() | {"preload": list(config.preload)},
         "language": LANGUAGE,
@@ -253,6 +343,8 @@ def funnel_rows(counts: dict, rounds: int) -> list[tuple[str, int]]:
         ("vacuous tests (rejected)", counts["vacuous_tests"]),
         ("refined", counts["refined"]),
         ("refine failed (rejected)", counts.get("refine_failed", 0)),
+        ("flaky tests (rejected)", counts.get("flaky_tests", 0)),
+        ("weak tests (rejected)", counts.get("weak_tests", 0)),
         ("published form failed (rejected)", counts.get("published_form_rejected", 0)),
         ("not confirmed by a second run (rejected)", counts.get("confirm_disagrees", 0)),
         ("verified", counts["verified"]),
@@ -267,6 +359,7 @@ def shared_layout(total: dict, rounds: int) -> dict:
         "dropped": dict(Counter(total.get("dropped", {})).most_common()),
         "packages": dict(Counter(total.get("packages", {})).most_common()),
         "usage": total.get("usage", {}),
+        "quality": total.get("quality", {}) if any(q.get("rows") for q in total.get("quality", {}).values()) else {},
     }
 
 
@@ -332,6 +425,8 @@ def finish(output: Path, records: dict[int, dict], args: Stage2Args) -> int:
         partial.replace(output / "README.md")
 
     funnel_plot(stats["funnel"], output / "funnel.png")
+    if stats.get("quality"):
+        quality_plot(stats["quality"], output / "quality.png")
     write_card([version])
     for label, value in stats["funnel"]:
         logger.info("%s: %d", label, value)
@@ -394,9 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         source = open_input(args)
         generator = build_generator(gen)
         config = box.config()
-        sampling = {step: gen.sampling_for(step) for step in ("fix", "refine")}  # per step, recorded in the card
+        steps = ("fix", "refine") + (("strengthen",) if args.strengthen_rounds and not args.skip_quality else ())
+        sampling = {step: gen.sampling_for(step) for step in steps}  # per step, recorded in the card
         lang = get_language(LANGUAGE)
-        templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in ("fix", "refine")}
+        templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in steps}
         settings = run_settings(args, source.described, generator, sampling, templates, config)
         fingerprint = fingerprint_of(settings | {"num_shards": args.num_shards})
         engine = LocalEngine(

@@ -6,6 +6,11 @@ Python API::
     with Sandbox(SandboxConfig(timeout=10)) as sandbox:
         results = sandbox.verify([(code, test_code), ...])
 
+For the test-quality step: ``verify(pairs, timeouts=[...], coverage=True)`` (per-pair time
+limits; the lines and arcs of the code that ran, summarized by
+``sandbox.coverage_report.summarize``) and ``confirm(pairs, hash_seed=..., order_seed=...)``
+(a fresh interpreter with another hash seed and test order).
+
 CLI: ``python -m sandbox verify IN.jsonl -o OUT.jsonl``. The threat model is in
 ``sandbox/README.md``.
 """

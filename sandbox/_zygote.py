@@ -29,6 +29,7 @@ import _queue
 import _thread
 import abc
 import array
+import atexit
 import builtins as _builtins
 import collections
 import ctypes
@@ -54,6 +55,7 @@ import types
 import unittest
 import unittest.async_case  # noqa: F401  (resolves unittest.IsolatedAsyncioTestCase)
 import unittest.mock  # noqa: F401  (tests use it: imported once, in the zygote)
+import warnings
 
 # --------------------------------------------------------------------------- protocol
 
@@ -425,6 +427,7 @@ def _make_audit_hook(
     trusted_roots,
     test_code_ids,
     gadgets,
+    measured=None,
     _getframe=sys._getframe,
     _get_ident=_thread.get_ident,
     _startswith=str.startswith,
@@ -445,8 +448,16 @@ def _make_audit_hook(
     _RuntimeError=RuntimeError,
     _Exception=Exception,
     _FunctionType=types.FunctionType,
+    _CodeType=types.CodeType,
     _set=set,
     _frozenset=frozenset,
+    _issubclass=issubclass,
+    _bytearray=bytearray,
+    _memoryview=memoryview,
+    _tobytes=memoryview.tobytes,
+    _str_eq=str.__eq__,
+    _bytes_in=bytes.__contains__,
+    _bytearray_in=bytearray.__contains__,
 ):
     """The runner's audit hook (``sys.addaudithook``), installed before the program's code runs.
 
@@ -463,6 +474,14 @@ def _make_audit_hook(
     do these things for their own purpose (logging, warnings, pandas, ``namedtuple``,
     ``typing``, dill's ``pythonapi``, networkx's decorators) are unaffected: the request
     comes from their own code.
+
+    With ``measured`` (``(flag, ids of the runner's own code objects, the program's file
+    name)``, when coverage is measured) it also watches, never refuses, what makes or runs
+    code under the program's file name: ``compile`` and ``code.__new__`` (``code.replace``)
+    with that name, ``exec`` of a code object with it that is not the runner's, and
+    ``marshal`` loads of bytes that hold it as a marshalled string (or any ``marshal.load``,
+    whose bytes it cannot see). The measurement attributes lines by file name, so such code could pass for the
+    program's: it sets ``flag[0]``, and the program's coverage is reported empty.
 
     Everything it uses is bound here (the program can rebind globals and builtins).
     """
@@ -484,7 +503,14 @@ def _make_audit_hook(
     asked = _frozenset({"sys._getframe", "object.__getattr__", "object.__setattr__", "open", "ctypes.dlsym"})
     asked |= _frozenset({"ctypes.dlsym/handle"})
     asked |= _frozenset({"compile", "code.__new__", "marshal.loads"})
-    watched = always | asked
+    observed = _frozenset()
+    if measured is not None:
+        flag, own_codes, program_file = measured
+        name = program_file.encode("utf-8")
+        # the name as marshal writes a string: its length (1 byte, short form; else 4) then its bytes
+        marshalled = (len(name).to_bytes(1, "little") + name, len(name).to_bytes(4, "little") + name)
+        observed = _frozenset({"compile", "code.__new__", "exec", "marshal.loads", "marshal.load"})
+    watched = always | asked | observed
     # Threads inside this hook: its own lookups (frames, __code__) raise events too, and
     # are let through. So the hook runs no code the program could have replaced: only C
     # functions bound here, and methods of built-in types.
@@ -520,6 +546,31 @@ def _make_audit_hook(
         name = code.co_filename
         return _id(code) in test_code_ids or (_type(name) is _str and _startswith(name, trusted_roots))
 
+    def program_named(event, args):
+        """Whether the event makes or runs code under the program's file name (see above)."""
+        if event == "exec":
+            code = args[0]
+            return (
+                _type(code) is _CodeType
+                and _id(code) not in own_codes
+                and _str_eq(code.co_filename, program_file) is True
+            )
+        if event == "marshal.load":
+            return True
+        if event == "marshal.loads":
+            data = args[0]
+            if _type(data) is _memoryview:
+                data = _tobytes(data)
+            if _issubclass(_type(data), _bytes):
+                return _bytes_in(data, marshalled[0]) or _bytes_in(data, marshalled[1])
+            if _issubclass(_type(data), _bytearray):
+                return _bytearray_in(data, marshalled[0]) or _bytearray_in(data, marshalled[1])
+            return True  # bytes it cannot look into
+        name = args[1]  # compile, code.__new__: the file name
+        if _issubclass(_type(name), _bytes):
+            name = _decode(name, "utf-8", "surrogateescape")
+        return _issubclass(_type(name), _str) and _str_eq(name, program_file) is True
+
     def program_asks():
         """Whether the program's code is behind the event: its own, or through a gadget."""
         frame = _getframe(2)  # 0: this function, 1: the hook, 2: whatever raised the event
@@ -535,6 +586,12 @@ def _make_audit_hook(
             return
         busy.add(me)
         try:
+            if event in observed and not flag[0]:
+                try:
+                    if program_named(event, args):
+                        flag[0] = 1
+                except _Exception:
+                    flag[0] = 1  # cannot tell: not trusted
             refused = ""
             if event in always:
                 refused = event
@@ -591,7 +648,8 @@ def _make_audit_hook(
 #
 # ``ctx`` (built by _run_program): 0 code, 1 tests' module code, 2 namespace, 3 ids of the
 # tests' code objects, 4 trusted roots, 5 the real builtins dict, 6 test class names,
-# 7 trace_chars, 8 the builtins module, 9 sys.modules, 10 guarded (name, module, type).
+# 7 trace_chars, 8 the builtins module, 9 sys.modules, 10 guarded (name, module, type),
+# 11 the coverage measurement (see _start_measuring) or None.
 
 
 def _format_error(
@@ -1121,6 +1179,200 @@ def _compare(
     return changed
 
 
+# ---- coverage: measured by coverage.py's C tracer, started by the runner, out of the program's reach
+#
+# The zygote imports coverage.py when a program first asks (``_prepare_coverage``) and sets
+# up one ``Coverage`` (branch measurement of PROGRAM_FILE in the runner's directory, no
+# data file); each runner then only restarts it, before the program's code exists
+# (``_start_measuring``). Once the program runs, no code of coverage.py's runs: the tracer
+# (C) records arcs into a dict, its file filter is replaced by ``_untraced`` (the program's
+# file was decided by coverage.py itself, on an empty module compiled under its name, before
+# the program existed), and the trusted step reads the dict after the tests
+# (``_measured``). Nothing the program can reach leads to the measurement: the Coverage
+# object and its collector are taken off coverage.py's registries, its modules off
+# ``sys.modules``, the threads hook off ``threading``, and ``sys.gettrace`` (and the copy of
+# sys's namespace that ``_imp.create_builtin`` restores) returns None. The audit hook
+# refuses ``sys.settrace``, ``sys.setprofile`` and ``sys.monitoring`` callbacks as always,
+# so the program cannot stop or replace the tracer either; and it watches for code made
+# under the program's file name (see _make_audit_hook), which would pass for the program's.
+
+WORKDIR = "/tmp/work"  # the program's working directory (``_isolation.isolate`` makes it)
+_COVERAGE = None  # None: not asked yet; False: cannot measure here; else see _prepare_coverage
+_ARC_MASK = (1 << 28) - 1  # coverage.py's C tracer packs an arc into one int: 28 bits a line, 2 sign bits
+
+
+def _detached(func, name):
+    """A copy of ``func`` with empty globals (and builtins): handed to the program, it leads
+    nowhere (the original's ``__globals__`` would be this module's namespace)."""
+    copy = types.FunctionType(func.__code__, {"__builtins__": {}}, name)
+    copy.__qualname__ = name
+    return copy
+
+
+def _gettrace():
+    """``sys.gettrace`` as a measured program sees it: no trace function, as without coverage."""
+    return None
+
+
+def _untraced(filename, frame):
+    """The tracer's file filter while the program runs: no file is measured that was not
+    decided on before (the program's own was), so no code of coverage.py's runs then."""
+    return None
+
+
+def _quiet(*args, **kwargs):
+    """The tracer's warning function while the program runs: nothing on its stderr."""
+    return None
+
+
+def _sys_restore_dict():
+    """The copy of sys's namespace that ``_imp.create_builtin`` writes back into ``sys``
+    (``m_copy`` of its module definition), or None where this Python keeps none. Raises
+    where what is found is not that copy (another layout: the seal would not hold)."""
+    get_def = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(("PyModule_GetDef", ctypes.pythonapi))
+    definition = get_def(sys)
+    if not definition:
+        return None
+    word = ctypes.sizeof(ctypes.c_void_p)
+    address = ctypes.c_void_p.from_address(definition + 4 * word).value  # head (2 words), m_init, m_index, m_copy
+    if not address:
+        return None
+    if ctypes.c_void_p.from_address(address + word).value != id(dict):
+        raise OSError("sys's module definition does not have the expected layout")
+    copy = ctypes.cast(address, ctypes.py_object).value
+    if copy.get("gettrace") is not sys.gettrace:
+        raise OSError("sys's saved namespace does not hold sys.gettrace")
+    return copy
+
+
+def _prepare_coverage():
+    """In the zygote, when a program first asks for coverage: import coverage.py and set up
+    the measurement every runner restarts. Returns ``(coverage, its CTracer type, the
+    sys.modules names it added, sys's saved namespace or None, the gettrace programs see,
+    the threading module)``, or False where it cannot be (coverage.py missing, no C tracer,
+    an unexpected layout): those programs are not measured."""
+    global _COVERAGE
+    if _COVERAGE is not None:
+        return _COVERAGE
+    _COVERAGE = False
+    before = set(sys.modules)
+    try:
+        import threading
+
+        import coverage
+        from coverage.tracer import CTracer
+
+        cov = coverage.Coverage(
+            data_file=None, branch=True, include=[os.path.join(WORKDIR, PROGRAM_FILE)], config_file=False
+        )
+        try:
+            cov.set_option("run:core", "ctrace")  # the tracer whose data _measured reads
+        except Exception:
+            pass  # a coverage.py without the setting: the C tracer is its default
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cov.start()  # configures everything once, here (it takes milliseconds)
+            cov.stop()
+        atexit.unregister(cov._atexit)
+        added = tuple(sorted(name for name in set(sys.modules) - before if name.lstrip("$").startswith("coverage")))
+        _COVERAGE = (cov, CTracer, added, _sys_restore_dict(), _detached(_gettrace, "gettrace"), threading)
+    except BaseException:
+        _COVERAGE = False
+        sys.stderr.write("unitcoder zygote: coverage cannot be measured:\n" + traceback.format_exc())
+    gc.freeze()  # what it imported stays shared with the programs, like the preload
+    return _COVERAGE
+
+
+def _start_measuring(code):
+    """In the runner, before the program's code exists: restart the measurement and put it
+    out of the program's reach (see above). Returns ``(coverage, data, key, flag, last
+    line of the code part)`` (``data[key]``: the packed arcs of PROGRAM_FILE; ``flag``: set
+    by the audit hook when code is made under that name, see _make_audit_hook), or None
+    when the program cannot be measured (then it runs unmeasured)."""
+    prepared = _COVERAGE
+    if not prepared:
+        return None
+    cov, tracer_type, _, restore, gettrace, threading = prepared
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cov.start()
+        # coverage.py decides on the program's file now, on an empty module of that name
+        exec(compile("", PROGRAM_FILE, "exec", dont_inherit=True), {"__builtins__": {}})
+        collector = cov._collector
+        tracer = collector.tracers[-1]
+        disposition = tracer.should_trace_cache.get(PROGRAM_FILE)
+        if type(tracer) is not tracer_type or disposition is None or disposition.trace is not True:
+            raise RuntimeError("the program's file is not measured")
+        key, data = disposition.source_filename, collector.data
+        if tracer.data is not data or type(data) is not dict or type(key) is not str:
+            raise RuntimeError("unexpected tracer state")
+        entry = data.get(key)
+        if entry is not None:
+            entry.clear()  # the empty module's entry and exit
+        tracer.should_trace = _detached(_untraced, "should_trace")
+        tracer.warn = _detached(_quiet, "warn")
+        instances, collectors = type(cov)._instances, type(collector)._collectors
+    except BaseException:
+        try:
+            cov.stop()
+        except BaseException:
+            pass
+        return None
+    # Off every registry the program can reach (plain container operations: nothing fails here).
+    instances[:] = [item for item in instances if item is not cov]
+    collectors[:] = [item for item in collectors if item is not collector]
+    threading.settrace(None)  # new threads are not measured (their tracer would be the program's to find)
+    sys.gettrace = gettrace
+    if restore is not None:
+        restore["gettrace"] = gettrace
+    return (cov, data, key, bytearray(1), code.rstrip("\n").count("\n") + 1)
+
+
+def _measured(
+    measure,
+    _type=type,
+    _int=int,
+    _tuple=tuple,
+    _len=len,
+    _set=set,
+    _sorted=sorted,
+    _abs=abs,
+    _mask=_ARC_MASK,
+    _BaseException=BaseException,
+):
+    """After the tests, on the program's thread: what the code part executed, read from the
+    tracer's own data (no code of coverage.py's or the program's runs): ``(lines, arcs)``,
+    sorted, only lines ``1..last`` (and arcs whose ends are such lines, or minus them: the
+    entry and exit of a code object starting there); ``((), ())`` when code was made under
+    the program's file name (it could pass for the program's); None when not measured."""
+    if measure is None:
+        return None
+    try:
+        _, data, key, flag, last = measure
+        if flag[0]:
+            return ((), ())
+        arcs = _set()
+        for item in _tuple(data.get(key) or ()):
+            if _type(item) is _int:  # packed: two 28-bit lines, then their sign bits (56, 57)
+                first, second = item & _mask, (item >> 28) & _mask
+                if item >> 56 & 1:
+                    first = -first
+                if item >> 57 & 1:
+                    second = -second
+            elif _type(item) is _tuple and _len(item) == 2:
+                first, second = item
+            else:
+                continue
+            if _type(first) is _int and _type(second) is _int:
+                arcs.add((first, second))
+        lines = _sorted({n for arc in arcs for n in arc if 0 < n <= last})
+        kept = _sorted(arc for arc in arcs if 0 < _abs(arc[0]) <= last and 0 < _abs(arc[1]) <= last)
+        return (_tuple(lines), _tuple(kept))
+    except _BaseException:
+        return None
+
+
 def _encode_result(
     out,
     _type=type,
@@ -1150,6 +1402,13 @@ def _encode_result(
         else:
             text = scalar(value)
         parts.append(_quote(key) + ":" + text)
+    if "coverage" in out:  # (lines, arcs), or None: only when the program was measured
+        value, text = out["coverage"], "null"
+        if value is not None:
+            lines = _join([scalar(n) for n in value[0]])
+            arcs = _join(["[" + scalar(a) + "," + scalar(b) + "]" for a, b in value[1]])
+            text = '{"lines":[' + lines + '],"arcs":[' + arcs + "]}"
+        parts.append('"coverage":' + text)
     return "{" + _join(parts) + "}"
 
 
@@ -1173,13 +1432,15 @@ def _step_program(
     _fixture=_step_class,
     _test=_step_test,
     _check=_step_check,
+    _measured=_measured,
 ):
     """The whole run, as one step on the program's thread: load the code, compare the
     machinery with its baselines, load the tests' module, compare again, run every test,
-    check again. Returns ``(load_error, load_error_kind, records, started, tamper)``, built
-    from immutable locals only, which the program cannot rebind. (The comparisons run no
-    code of the program's, so they need no other thread; one step means one hand-over
-    between the threads per program.)"""
+    check again, read the coverage measured (if any). Returns ``(load_error,
+    load_error_kind, records, started, tamper, coverage)``, built from immutable locals
+    only, which the program cannot rebind. (The comparisons run no code of the program's,
+    so they need no other thread; one step means one hand-over between the threads per
+    program.)"""
     limit = ctx[7]
     load_error = load_kind = None
     records, tamper, started = (), (), 0
@@ -1213,7 +1474,7 @@ def _step_program(
             if tamper:
                 break
     tamper += _check(ctx) + _compare(guards)
-    return (load_error, load_kind, records, started, tamper)
+    return (load_error, load_kind, records, started, tamper, _measured(ctx[11]))
 
 
 def _step_dispatch(request, _steps=(_step_program,), _BaseException=BaseException):
@@ -1260,10 +1521,10 @@ def _driver(
         answer = results.get()
         value = answer[1] if _type(answer) is _tuple and _len(answer) == 2 and answer[0] is request else None
         if not (
-            _type(value) is _tuple and _len(value) == 5 and _type(value[2]) is _tuple and _type(value[4]) is _tuple
+            _type(value) is _tuple and _len(value) == 6 and _type(value[2]) is _tuple and _type(value[4]) is _tuple
         ):
-            value = ("the run of the program did not complete", "error", (), 0, ())
-        load_error, load_kind, records, started, tamper = value
+            value = ("the run of the program did not complete", "error", (), 0, (), None)
+        load_error, load_kind, records, started, tamper, coverage = value
         out = {
             "load_error": load_error if _type(load_error) is _str else None,
             "load_error_kind": load_kind if _type(load_error) is _str and load_kind in ("error", "oom") else None,
@@ -1271,6 +1532,8 @@ def _driver(
             "started": started if _type(started) is _int else 0,
             "tamper": _list(_dict.fromkeys(t for t in tamper if _type(t) is _str))[:20],
         }
+        if ctx[11] is not None:  # measured: the result says what it measured (None: nothing)
+            out["coverage"] = coverage if _type(coverage) is _tuple and _len(coverage) == 2 else None
         _setrecursionlimit(1000)
         data = nonce + _encode(out).encode("ascii")
         while data:
@@ -1414,6 +1677,10 @@ def _run_program(req, result_fd):
         out = {"load_error": trace[-limit:], "load_error_kind": "error", "records": [], "started": 0, "tamper": []}
         _write_result(result_fd, out)
         return
+    measure = _start_measuring(req["code"]) if req.get("coverage") else None
+    if _COVERAGE:  # the program sees sys.modules as before the zygote imported coverage.py
+        for name in _COVERAGE[2]:
+            sys.modules.pop(name, None)
     machinery, modules = _MACHINERY
     test_codes = _code_objects(tests_obj)
     tests_guard, more_modules = _tests_modules(req["test_code"], test_codes, {name for name, _, _ in modules})
@@ -1431,17 +1698,26 @@ def _run_program(req, result_fd):
         _builtins,
         sys.modules,
         modules + more_modules,
+        measure,
     )
     guards = (machinery, tests_guard)
     sys.modules["__main__"] = types.ModuleType("__main__")  # the program sees an empty __main__, not this file
-    sys.addaudithook(_make_audit_hook(_TRUSTED_ROOTS, test_code_ids, _GADGETS))
+    measured = None if measure is None else (measure[3], frozenset((id(code_obj), id(tests_obj))), PROGRAM_FILE)
+    sys.addaudithook(_make_audit_hook(_TRUSTED_ROOTS, test_code_ids, _GADGETS, measured))
     collections.deque(_launch(result_fd, ctx, guards, _queue.SimpleQueue(), _queue.SimpleQueue()), 0)
 
 
 def _exec_driver(req, nonce, result_fd):
     """The confirmation run (``sandbox/confirm.py``): a fresh interpreter, in this isolated
     process, runs the host's stdlib-only driver on program.py; the nonce travels on a pipe
-    the driver reads and closes before the program's code runs. Never returns."""
+    the driver reads and closes before the program's code runs. Never returns.
+
+    ``-I`` (isolated mode) ignores every PYTHON* variable, PYTHONHASHSEED included, so a
+    request with a ``hash_seed`` runs ``-s -P -B`` instead (``-I`` but for ``-E``; no ``-P``
+    before Python 3.11, where only program.py is in the directory it adds to ``sys.path``)
+    with an environment from which every PYTHON* variable is removed and PYTHONHASHSEED
+    set: the same isolation, with the chosen hash seed. An ``order_seed`` is the driver's
+    fourth argument (it shuffles the tests)."""
     with open("program.py", "w", encoding="utf-8") as f:
         f.write(req["code"].rstrip("\n") + "\n\n\n" + req["test_code"])
     nonce_read, nonce_write = os.pipe()
@@ -1449,15 +1725,27 @@ def _exec_driver(req, nonce, result_fd):
     os.close(nonce_write)
     os.set_inheritable(result_fd, True)
     os.set_inheritable(nonce_read, True)
-    argv = [sys.executable, "-I", "-B", "-c", req["driver"], str(result_fd), str(nonce_read)]
-    os.execv(sys.executable, argv + [json.dumps(req["test_classes"])])
+    hash_seed, order_seed = req.get("hash_seed"), req.get("order_seed")
+    flags = ["-I", "-B"] if hash_seed is None else ["-s", "-P", "-B"] if sys.version_info >= (3, 11) else ["-s", "-B"]
+    argv = [sys.executable, *flags, "-c", req["driver"], str(result_fd), str(nonce_read)]
+    argv.append(json.dumps(req["test_classes"]))
+    if order_seed is not None:
+        argv.append(str(int(order_seed)))
+    if hash_seed is None:
+        os.execv(sys.executable, argv)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = str(int(hash_seed))
+    os.execve(sys.executable, argv, env)
 
 
 def _runner_main(req, fds):
     """PID 1 of the program's namespaces. Never returns."""
     status = 70
     try:
-        result_fd = _isolation.isolate(CONFIG["limits"], CONFIG["uid"], fds)
+        limits = CONFIG["limits"]
+        if req.get("cpu_seconds") is not None:  # the program's own time limit (Sandbox.verify(timeouts=...))
+            limits = {**limits, "cpu_seconds": max(1, int(req["cpu_seconds"]))}
+        result_fd = _isolation.isolate(limits, CONFIG["uid"], fds)
         # From here on, anything that goes wrong is the program's doing, not ours.
         _write_all(result_fd, SETUP_DONE)
         status = 73
@@ -1656,9 +1944,24 @@ def _monitor_main(req, report_fd):
         os._exit(0)
 
 
+def _coverage_shape_ok(coverage):
+    """Whether a result's ``coverage`` has the shape the runner writes (see _encode_result)."""
+    return coverage is None or (
+        type(coverage) is dict
+        and sorted(coverage) == ["arcs", "lines"]
+        and type(coverage["lines"]) is list
+        and all(type(n) is int for n in coverage["lines"])
+        and type(coverage["arcs"]) is list
+        and all(type(a) is list and len(a) == 2 and all(type(n) is int for n in a) for a in coverage["arcs"])
+    )
+
+
 def _result_shape_ok(result):
-    """Whether ``result`` has exactly the shape the runner writes (see _driver)."""
-    if type(result) is not dict or sorted(result) != sorted(RESULT_KEYS):
+    """Whether ``result`` has exactly the shape the runner writes (see _driver): the keys of
+    RESULT_KEYS, and ``coverage`` when the program was measured."""
+    if type(result) is not dict or sorted(set(result) - {"coverage"}) != sorted(RESULT_KEYS):
+        return False
+    if not _coverage_shape_ok(result.get("coverage")):
         return False
     load_error, kind, records, started, tamper = (result[key] for key in RESULT_KEYS)
     return (
@@ -1705,6 +2008,8 @@ def _parse_result(report, raw, nonce, total):
 
 def _serve_one(req):
     _isolation.prepare()
+    if req.get("coverage"):
+        _prepare_coverage()  # once per zygote, before any runner needs it
     if USE_CLONE:
         return _start_runner(req, _clone_fork)
     rep_r, rep_w = os.pipe()

@@ -1,8 +1,9 @@
 """``python -m sandbox verify IN.jsonl -o OUT.jsonl``: verify a JSONL file of programs.
 
 Input rows: ``{"id", "code", "test_code"}``. Output rows, one per input line and in
-input order: ``{"id", "status", "tests_run", "tests_passed", "details", "duration_s"}``.
-A malformed line gets a ``rejected`` row whose details name the line, never a crash.
+input order: ``{"id", "status", "tests_run", "tests_passed", "details", "duration_s"}``,
+and ``coverage`` (``VerifyResult.coverage``) with ``--coverage``. A malformed line gets a
+``rejected`` row whose details name the line, never a crash.
 
 Exit status: 0 when every row got a verdict (whatever the verdicts); 2 for a usage
 error; 3 when the sandbox cannot run on this machine; 4 when some rows could only get
@@ -69,15 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--log_level", default="INFO", help="logging level (default: INFO)")
     verify.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    verify.add_argument(
+        "--coverage",
+        action="store_true",
+        help="measure which lines and branch arcs of each row's code ran (a 'coverage' field in every row: "
+        "{lines, arcs}, or null when not measured); verdicts are the same as without it",
+    )
     add_dataclass_arguments(verify, SandboxConfig)
     return parser
 
 
-def output_row(row_id: object, result: VerifyResult) -> dict:
-    """The output row; a reason (rejected, error, ...) leads the details."""
+def output_row(row_id: object, result: VerifyResult, coverage: bool = False) -> dict:
+    """The output row; a reason (rejected, error, ...) leads the details. With ``coverage``
+    (``--coverage``), the row also carries the verdict's ``coverage``."""
     row = {"id": row_id, **{key: getattr(result, key) for key in OUTPUT_KEYS[1:]}}
     if result.reason and not row["details"].startswith(result.reason):
         row["details"] = f"{result.reason}: {row['details']}" if row["details"] else result.reason
+    if coverage:
+        row["coverage"] = result.coverage
     return row
 
 
@@ -147,7 +157,7 @@ def run_verify(args: argparse.Namespace) -> int:
             for chunk in read_chunks(source, args.chunk_size):
                 parsed = [parse_line(number, line) for number, line in chunk]
                 todo = [(code, tests) for _, code, tests in parsed if code is not None]
-                verdicts = iter(sandbox.verify(todo))
+                verdicts = iter(sandbox.verify(todo, coverage=args.coverage))
                 for row_id, code, extra in parsed:
                     if code is None:
                         logger.warning("malformed input, %s", extra)
@@ -155,7 +165,7 @@ def run_verify(args: argparse.Namespace) -> int:
                     else:
                         result = next(verdicts)
                     counts[result.status] += 1
-                    row = output_row(row_id, result)
+                    row = output_row(row_id, result, coverage=args.coverage)
                     sink.write(encodable(json.dumps(row, ensure_ascii=False)) + "\n")
                 sink.flush()
                 if bar is not None:

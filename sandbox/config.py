@@ -111,7 +111,12 @@ class SandboxConfig:
 
     @property
     def effective_cpu_seconds(self) -> int:
-        return max(1, int(round(self.cpu_seconds if self.cpu_seconds is not None else self.timeout)))
+        return self.cpu_seconds_for(self.timeout)
+
+    def cpu_seconds_for(self, timeout: float) -> int:
+        """The CPU-time limit (whole seconds, RLIMIT_CPU) of a program given ``timeout`` as its
+        wall clock: ``cpu_seconds`` when set, else one that follows from the wall clock."""
+        return max(1, int(round(self.cpu_seconds if self.cpu_seconds is not None else timeout)))
 
     def limits(self) -> dict:
         """The per-program limits as the zygote applies them."""

@@ -6,6 +6,7 @@ import ast
 import atexit
 import json
 import logging
+import numbers
 import os
 import queue
 import select
@@ -316,41 +317,96 @@ class Sandbox:
         progress: bool = False,
         desc: str = "verifying",
         confirm: bool | None = None,
+        timeouts: Sequence[float] | None = None,
+        coverage: bool = False,
     ) -> list[VerifyResult]:
         """Run each ``(code, test_code)`` pair (or dict with those keys) and return verdicts in order.
 
         With ``confirm`` (default: the config's), every pass is re-run by the independent
-        driver (``sandbox.confirm``) and must pass there too (else ``confirm_disagrees``)."""
+        driver (``sandbox.confirm``) and must pass there too (else ``confirm_disagrees``).
+        ``timeouts`` (one per pair, seconds) replace the config's ``timeout`` as each pair's
+        wall clock, and the CPU-time limit with it unless ``cpu_seconds`` is set: a mutant
+        that loops forever costs its own limit, not the pool's. With ``coverage``, the runner
+        measures which lines and arcs of the code part ran (``VerifyResult.coverage``); the
+        verdicts are the same as without it."""
         confirm = self.config.confirm if confirm is None else confirm
         items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+        limits = self._timeouts(timeouts, len(items))
         with self._lock:
             self._check_process()
-            results = self._run(items, progress, desc, driver=False)
+            results = self._run(items, progress, desc, driver=False, timeouts=limits, coverage=bool(coverage))
             if confirm:
                 passing = [i for i, r in enumerate(results) if r.passed]
-                second = self._run([items[i] for i in passing], progress, f"{desc} (confirming)", driver=True)
+                second = self._run(
+                    [items[i] for i in passing],
+                    progress,
+                    f"{desc} (confirming)",
+                    driver=True,
+                    timeouts=None if limits is None else [limits[i] for i in passing],
+                )
                 for i, verdict in zip(passing, second):
                     results[i] = agree(results[i], verdict)
         return results
 
     def confirm(
-        self, pairs: Iterable[tuple[str, str] | dict], *, progress: bool = False, desc: str = "confirming"
+        self,
+        pairs: Iterable[tuple[str, str] | dict],
+        *,
+        progress: bool = False,
+        desc: str = "confirming",
+        hash_seed: int | None = None,
+        order_seed: int | None = None,
+        timeouts: Sequence[float] | None = None,
     ) -> list[VerifyResult]:
         """Run each pair under the independent driver only (a fresh interpreter, another test
-        runner); a caller holding an earlier pass combines both with ``sandbox.confirm.agree``."""
+        runner); a caller holding an earlier pass combines both with ``sandbox.confirm.agree``.
+
+        ``hash_seed`` (0 to 2**32-1) is the fresh interpreter's ``PYTHONHASHSEED`` (default:
+        random); ``order_seed`` shuffles the test methods, across and within classes, with
+        ``random.Random(order_seed)`` (default: unittest's alphabetical order). Run twice with
+        other seeds, a pair whose tests depend on hashing or on their order shows it.
+        ``timeouts`` as in ``verify``."""
         items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+        limits = self._timeouts(timeouts, len(items))
+        confirm_request({}, hash_seed, order_seed)  # bad seeds raise here, before anything runs
         with self._lock:
             self._check_process()
-            return self._run(items, progress, desc, driver=True)
+            return self._run(
+                items, progress, desc, driver=True, timeouts=limits, hash_seed=hash_seed, order_seed=order_seed
+            )
+
+    @staticmethod
+    def _timeouts(timeouts: Sequence[float] | None, count: int) -> list[float] | None:
+        """``timeouts`` checked (one positive, finite number of seconds per pair), or None."""
+        if timeouts is None:
+            return None
+        limits = list(timeouts)
+        if len(limits) != count:
+            raise ValueError(f"timeouts must give one limit per pair: {len(limits)} for {count} pairs")
+        for limit in limits:
+            if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not 0 < limit < float("inf"):
+                raise ValueError(f"every timeout must be a positive number of seconds, got {limit!r}")
+        return [float(limit) for limit in limits]
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
             raise RuntimeError("this Sandbox was created in another process; create one per process")
         self.start()
 
-    def _run(self, items: list[tuple[str, str]], progress: bool, desc: str, driver: bool) -> list[VerifyResult]:
+    def _run(
+        self,
+        items: list[tuple[str, str]],
+        progress: bool,
+        desc: str,
+        driver: bool,
+        *,
+        timeouts: list[float] | None = None,
+        coverage: bool = False,
+        hash_seed: int | None = None,
+        order_seed: int | None = None,
+    ) -> list[VerifyResult]:
         results: list[VerifyResult | None] = [None] * len(items)
-        pending: list[tuple[int, TestPlan, Future]] = []
+        pending: list[tuple[int, TestPlan, Future, int]] = []
         for index, (code, test_code) in enumerate(items):
             plan_or_verdict = self._prepare(code, test_code)
             if isinstance(plan_or_verdict, VerifyResult):
@@ -364,16 +420,24 @@ class Sandbox:
                 "test_classes": list(plan.classes),
                 "timeout": self.config.timeout,
             }
-            self._jobs.put((confirm_request(request) if driver else request, future))
-            pending.append((index, plan, future))
+            cpu_limit = self.config.effective_cpu_seconds
+            if timeouts is not None:  # (only then: the requests of a plain call stay as they were)
+                request["timeout"] = timeouts[index]
+                cpu_limit = self.config.cpu_seconds_for(timeouts[index])
+                request["cpu_seconds"] = cpu_limit
+            if coverage and not driver:
+                request["coverage"] = True
+            if driver:
+                request = confirm_request(request, hash_seed, order_seed)
+            self._jobs.put((request, future))
+            pending.append((index, plan, future, cpu_limit))
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), desc=desc, unit="prog")
             bar.update(len(items) - len(pending))
-        cpu_limit = self.config.effective_cpu_seconds
-        for index, plan, future in pending:
+        for index, plan, future, cpu_limit in pending:
             report = future.result()
             results[index] = compose(report, plan, cpu_limit, self.config.details_chars)
             if bar is not None:
@@ -451,8 +515,9 @@ def verify_batch(
     ``new_fingerprint`` to ``map``, since a sandbox cannot be hashed.
     """
     results = default_sandbox(config).verify(list(zip(batch[code_column], batch[test_column])))
-    out: dict[str, list] = {f"{prefix}{key}": [] for key in VerifyResult.__dataclass_fields__}
+    keys = [key for key in VerifyResult.__dataclass_fields__ if key != "coverage"]  # (never measured here)
+    out: dict[str, list] = {f"{prefix}{key}": [] for key in keys}
     for result in results:
-        for key, value in result.to_dict().items():
-            out[f"{prefix}{key}"].append(value)
+        for key in keys:
+            out[f"{prefix}{key}"].append(getattr(result, key))
     return out

@@ -27,6 +27,15 @@ class VerifyResult:
     ``rejected``, ``error``, ``timeout``, ``oom`` and ``sandbox_error`` (None on pass and
     fail); ``details`` is a bounded excerpt of what went wrong (failing tests' tracebacks
     first), which is what a fix prompt reads.
+
+    ``coverage`` (only when ``Sandbox.verify(coverage=True)`` asked for it, and the runner
+    handed back a result that is not ``rejected``) is ``{"lines": [...], "arcs": [[from,
+    to], ...]}``: the line numbers of the code part (``1..len(code lines)``) that ran, and
+    the arcs between them that ran (negative numbers: entering or leaving the code object
+    that starts at that line, as coverage.py records them). Both lists are empty when the
+    measurement cannot be trusted (the program made code under its own file name). None
+    when not asked or not measured (a timeout, a crash, coverage.py missing in the sandbox);
+    ``sandbox.coverage_report.summarize`` turns it into coverage figures.
     """
 
     status: str
@@ -35,6 +44,7 @@ class VerifyResult:
     details: str = ""
     duration_s: float = 0.0
     reason: str | None = None
+    coverage: dict | None = None
 
     def __post_init__(self) -> None:
         # Program output can hold lone surrogates (bytes decoded with surrogateescape);
@@ -94,7 +104,28 @@ def compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) 
         )
 
 
+def _coverage(result: dict) -> dict | None:
+    """The runner's coverage of the code part, checked and copied; None when it measured none."""
+    measured = result.get("coverage")
+    if measured is None:
+        return None
+    lines, arcs = measured["lines"], measured["arcs"]
+    if not all(type(n) is int for n in lines) or not all(
+        type(arc) is list and len(arc) == 2 and all(type(n) is int for n in arc) for arc in arcs
+    ):
+        raise ValueError("malformed coverage")
+    return {"lines": sorted(set(lines)), "arcs": [[a, b] for a, b in sorted({(a, b) for a, b in arcs})]}
+
+
 def _compose(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) -> VerifyResult:
+    result = report.get("result")
+    verdict = _verdict(report, plan, cpu_limit, details_chars)
+    if result is not None and verdict.status not in (REJECTED, SANDBOX_ERROR):
+        verdict.coverage = _coverage(result)
+    return verdict
+
+
+def _verdict(report: dict, plan: TestPlan, cpu_limit: float, details_chars: int) -> VerifyResult:
     duration = round(float(report.get("wall_s") or 0.0), 4)
 
     def verdict(status, details="", reason=None, run=0, passed=0):

@@ -15,8 +15,8 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("llama_cpp", "openai", "vllm", "transformers", "scripted")
 # (temperature, max new tokens) of each LLM step when neither its own flag nor the shared
 # --temperature/--max_tokens is given: UnitCoder's released generation scripts sample unit
-# tests at 0.2 and fixes and polishing at 0.5, with 2048 new tokens.
-STEP_DEFAULTS = {"test": (0.2, 2048), "fix": (0.5, 2048), "refine": (0.5, 2048)}
+# tests at 0.2 and fixes and polishing at 0.5, with 2048 new tokens; strengthening writes tests too (0.2).
+STEP_DEFAULTS = {"test": (0.2, 2048), "fix": (0.5, 2048), "refine": (0.5, 2048), "strengthen": (0.2, 2048)}
 
 
 @dataclass
@@ -91,6 +91,10 @@ class GenerationArgs:
     fix_max_tokens: int | None = field(default=None, metadata={"help": "tokens per fix answer"})
     refine_temperature: float | None = field(default=None, metadata={"help": "temperature of refine answers"})
     refine_max_tokens: int | None = field(default=None, metadata={"help": "tokens per refine answer"})
+    strengthen_temperature: float | None = field(
+        default=None, metadata={"help": "temperature of the tests a strengthening round asks for"}
+    )
+    strengthen_max_tokens: int | None = field(default=None, metadata={"help": "tokens per strengthening answer"})
     seed: int = field(default=0, metadata={"help": "base seed; sample i uses seed + i"})
     cache_dir: str = field(default_factory=default_cache_dir, metadata={"help": "where the request cache lives"})
     no_cache: bool = field(default=False, metadata={"help": "neither read nor write the request cache"})

@@ -25,21 +25,41 @@ ERROR_EXCERPT = 1500
 SANDBOX_RETRIES = 2  # on top of the pool's own retry on a fresh worker
 
 
-def run_programs(sandbox, pairs: list[tuple[str, str]], *, desc: str, confirm: bool | None = None) -> list:
+def run_programs(
+    sandbox,
+    pairs: list[tuple[str, str]],
+    *,
+    desc: str,
+    confirm: bool | None = None,
+    timeouts: list[float] | None = None,
+    second_opinion: dict | None = None,
+    **options,
+) -> list:
     """Verdicts of ``(code, test_code)`` pairs in order, none of them a ``sandbox_error``.
 
     Pairs whose verdict is a sandbox error run again (``SANDBOX_RETRIES`` times); if one
     still fails for infrastructure reasons, ``WorkerFailure`` stops the run. ``confirm``
-    (when given) asks the sandbox for its second opinion on every pass."""
-    options = {} if confirm is None else {"confirm": confirm}
-    results = list(sandbox.verify(pairs, progress=True, desc=desc, **options)) if pairs else []
+    (when given) asks the sandbox for its second opinion on every pass; ``timeouts`` (one
+    per pair) replace the sandbox's time limit; ``second_opinion`` (the keywords of
+    ``Sandbox.confirm``, such as a hash seed) runs the pairs under the independent driver
+    only; other ``options`` go to ``Sandbox.verify`` (``coverage=True``)."""
+    if confirm is not None:
+        options["confirm"] = confirm
+
+    def run(indices: list[int], label: str) -> list:
+        chosen = [pairs[i] for i in indices]
+        limits = {} if timeouts is None else {"timeouts": [timeouts[i] for i in indices]}
+        if second_opinion is not None:
+            return list(sandbox.confirm(chosen, progress=True, desc=label, **second_opinion, **limits))
+        return list(sandbox.verify(chosen, progress=True, desc=label, **options, **limits))
+
+    results = run(list(range(len(pairs))), desc) if pairs else []
     for retry in range(1, SANDBOX_RETRIES + 1):
         again = [i for i, result in enumerate(results) if result.status == SANDBOX_ERROR]
         if not again:
             return results
         logger.warning("%s: %d programs met a sandbox error; running them again (retry %d)", desc, len(again), retry)
-        rerun = sandbox.verify([pairs[i] for i in again], progress=True, desc=f"{desc} (retry {retry})", **options)
-        for i, result in zip(again, rerun):
+        for i, result in zip(again, run(again, f"{desc} (retry {retry})")):
             results[i] = result
     failed = [result for result in results if result.status == SANDBOX_ERROR]
     if failed:

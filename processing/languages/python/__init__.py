@@ -25,12 +25,15 @@ from processing.languages.python.functions import (
     normalized_tokens,
     tokens,
 )
+from processing.languages.python.mutants import OPERATORS as MUTATION_OPERATORS
+from processing.languages.python.mutants import Mutant, function_lines, sample_mutants
 
 NAME = "python"
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
 __all__ = [
-    "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "ParsedTests", "analyse_file",
+    "MUTATION_OPERATORS", "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "Mutant", "ParsedTests",
+    "analyse_file", "function_lines", "sample_mutants",
     "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "has_docstring",
     "import_prefilter", "normalized_tokens", "parse_test_answer", "publishable_layout", "published_form_problem",
     "signature", "signature_change", "split_prompt_completion", "stub_implementations", "tokens",
