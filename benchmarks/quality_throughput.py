@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from processing.steps.quality import coverage_batch, empty_quality, mutation_batch, mutant_timeout
+from processing.steps.quality import coverage_batch, empty_quality, mutant_timeout, mutation_batch
 from sandbox import Sandbox, SandboxConfig
 from sandbox.humaneval import humaneval_programs
 
