@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from sandbox.static import count_tests
@@ -39,9 +40,15 @@ json.dump({"run": result.testsRun, "failures": len(result.failures), "errors": l
 """
 
 
+# CPython 3.11's AST validator keeps its recursion depth per interpreter, not per thread:
+# two threads parsing at once can fail with "AST constructor recursion depth mismatch".
+_PARSE_LOCK = threading.Lock()
+
+
 def run_fresh(code: str, test_code: str, timeout: float = 10.0, python: str | None = None) -> VerifyResult:
     """Run ``code`` + ``test_code`` in a new ``python`` process and return its verdict."""
-    plan = count_tests(ast.parse(test_code))
+    with _PARSE_LOCK:
+        plan = count_tests(ast.parse(test_code))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="unitcoder-fresh-") as work:
         with open(os.path.join(work, "program.py"), "w") as f:

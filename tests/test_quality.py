@@ -67,8 +67,14 @@ def test_every_mutant_parses_changes_one_place_and_leaves_imports_and_docstrings
 
 
 def test_a_change_the_grammar_does_not_take_is_no_mutant():
-    code = "def f(x):\n    return f'{x + 1}'\n"  # inside an f-string on 3.11 the text edit may not parse
-    for mutant in all_mutants(code):
+    from processing.languages.python.mutants import _Edit, _mutant, _Source
+
+    code = "def f(x):\n    return x + 1\n"
+    node = ast.parse(code).body[0].body[0].value
+    assert _mutant(_Source(code), _Edit("arithmetic", node, "x +", "broken")) is None  # does not parse: skipped
+    assert _mutant(_Source(code), _Edit("arithmetic", node, "x + 1", "same")) is None  # no change: not a mutant
+    assert _mutant(_Source(code), _Edit("arithmetic", node, "x - 1", "minus")).code == code.replace("+", "-")
+    for mutant in all_mutants("def f(x):\n    return f'{x + 1}' + 'é' * 2\n"):  # f-strings, non-ASCII columns
         ast.parse(mutant.code)
     assert all_mutants("def f(:\n") == []  # code that does not parse has no mutants
 

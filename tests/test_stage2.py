@@ -185,6 +185,7 @@ def test_push_sends_one_commit_and_a_version_tag_and_reruns_publish_nothing(tmp_
         "README.md",
         "data/train-00000-of-00001.parquet",
         "funnel.png",
+        "quality.png",
         "rejected/train-00000-of-00001.parquet",
         "stats/shard-00000-of-00001.json",
     ]
@@ -437,8 +438,12 @@ def test_rows_the_second_opinion_does_not_confirm_are_rejected(tmp_path, stage1_
     aware = "import sys\n\ndef add(a, b):\n    return a + b if 'zygote' in ' '.join(sys.argv) else 0\n"
     table[0]["code"] = aware  # passes only under the zygote's runner
     pq.write_table(pa.Table.from_pylist(table), stage1_output / "data" / "train-00000-of-00001.parquet")
-    assert stage2.main([*args_for(tmp_path, stage1_output), "--skip_refine"]) == 0
+    assert stage2.main([*args_for(tmp_path, stage1_output), "--skip_refine", "--skip_quality"]) == 0
     (row,) = load(tmp_path / "out", "rejected")
     assert row["drop_reason"] == "confirm_disagrees" and row["code"] == aware
-    assert stage2.main([*args_for(tmp_path, stage1_output, out="unconfirmed"), "--skip_refine", "--no_confirm"]) == 0
+    # the quality step's own fresh-interpreter run (another hash seed and test order) catches it first
+    assert stage2.main([*args_for(tmp_path, stage1_output, out="measured"), "--skip_refine"]) == 0
+    assert [r["drop_reason"] for r in load(tmp_path / "measured", "rejected")] == ["flaky_tests"]
+    unconfirmed = [*args_for(tmp_path, stage1_output, out="unconfirmed"), "--skip_refine", "--no_confirm"]
+    assert stage2.main([*unconfirmed, "--skip_quality"]) == 0
     assert [r["id"] for r in load(tmp_path / "unconfirmed")] == ["a"]
