@@ -321,8 +321,42 @@ def _command(config: SandboxConfig, etc_dir: str, bwrap: str, uid: int | None) -
     return cmd
 
 
+# Inside the sandbox these are each program's own writable folders, so code whose file lives
+# there cannot be told from code the program wrote: the runner trusts nothing below them.
+PROGRAM_WRITABLE = ("/tmp/", "/dev/shm/")
+
+
+def installation_paths() -> dict[str, str]:
+    """Where the code the runner must trust lives: the interpreter, its packages, this package."""
+    paths = sysconfig.get_paths()
+    return {
+        "the Python installation": sys.base_prefix,
+        "the virtual environment": sys.prefix,
+        "site-packages": paths["purelib"],
+        "platform site-packages": paths["platlib"],
+        "the sandbox package": str(Path(__file__).resolve().parent),
+    }
+
+
+def check_installation(paths: dict[str, str] | None = None) -> None:
+    """Raise ``SandboxUnavailable`` when trusted code lives under a folder that is each program's
+    own inside the sandbox (``/tmp``, ``/dev/shm``): the runner would refuse libraries there
+    what it refuses the program (frames, ``sys._getframe``), and honest code would fail."""
+    for what, path in (paths or installation_paths()).items():
+        real = os.path.realpath(path).rstrip("/") + "/"
+        folder = next((f.rstrip("/") for f in PROGRAM_WRITABLE if real.startswith(f)), None)
+        if folder:
+            raise SandboxUnavailable(
+                f"{what} is at {path}, under {folder}, which the sandbox "
+                "gives every program as its own writable folder, so code there cannot be trusted and libraries "
+                "would be refused what programs are refused; install Python, the virtual environment and "
+                "unitcoder elsewhere (under your home directory, /opt or /work, say)"
+            )
+
+
 def preflight(config: SandboxConfig) -> str:
     """Check that bwrap can build the sandbox here; return the bwrap path or raise."""
+    check_installation()
     bwrap = find_bwrap(config.bwrap)
     with tempfile.TemporaryDirectory(prefix="unitcoder-etc-") as etc_dir:
         cmd = _command(config, etc_dir, bwrap, UID_BASE if running_as_root() else None)  # runs no program

@@ -35,6 +35,18 @@ def test_broken_bwrap_stops_with_one_clear_sentence():
         Sandbox(SandboxConfig(bwrap="/bin/false")).start()
 
 
+@pytest.mark.parametrize("where", ["/tmp/ci/.venv", "/dev/shm/py"])
+def test_a_python_installed_where_programs_write_stops_with_one_clear_sentence(monkeypatch, where):
+    # there the runner cannot tell library code from the program's, and would refuse it what it refuses
+    # programs: honest code would fail its tests instead of the run stopping
+    from sandbox import bwrap
+
+    monkeypatch.setattr(bwrap, "installation_paths", lambda: {"the virtual environment": where})
+    with pytest.raises(SandboxUnavailable, match=f"the virtual environment is at {where}, under /"):
+        Sandbox(SandboxConfig()).start()
+    bwrap.check_installation({"site-packages": "/work/x/lib/python3.11/site-packages", "here": "/tmpfoo"})
+
+
 def test_installed_heavy_packages_are_preloaded(sandbox):
     expected = [m for m in ("numpy", "pandas", "matplotlib.pyplot", "scipy", "sklearn")]
     assert sandbox.preloaded == expected
