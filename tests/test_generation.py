@@ -480,3 +480,29 @@ def test_each_step_samples_with_its_flag_else_the_shared_one_else_unitcoders_def
     assert shared.sampling_for("fix", n=3).n == 3 and shared.sampling_for("fix").seed == shared.seed
     with pytest.raises(ValueError, match="--refine_max_tokens"):
         GenerationArgs(backend="scripted", model="r", refine_max_tokens=0)
+
+
+def test_a_fix_round_records_truncated_and_too_long_answers_and_says_which_flag_to_raise(caplog):
+    from processing.languages import PromptTemplate
+    from processing.steps.fix import fix_round_batch
+
+    backend = ScriptedBackend(
+        [
+            {"match": "def f(", "answer": "```python\ndef f(x):\n    return (x +", "finish_reason": "length"},
+            {"match": "def g(", "answer": "", "finish_reason": "prompt_too_long"},
+        ]
+    )
+    batch = {
+        "id": ["a", "b"], "function_name": ["f", "g"], "code": ["def f(x):\n    return 0\n", "def g(x):\n    return 0\n"],
+        "current_code": ["def f(x):\n    return 0\n", "def g(x):\n    return 0\n"], "test_code": ["t", "t"],
+        "current_error": ["boom", "boom"], "state": ["failing", "failing"], "attempts": [[], []],
+        "drop_reason": [None, None], "detail": [None, None], "fix_rounds": [0, 0], "variants": [[], []],
+    }  # fmt: skip
+    with caplog.at_level("WARNING"):
+        out = fix_round_batch(
+            batch, round_=1, generator=Generator(backend, None), sandbox=None, template=PromptTemplate.load("fix"),
+            sampling=Sampling(max_tokens=64), samples=2, keep_variants=1,
+        )  # fmt: skip
+    assert [a["status"] for a in out["attempts"][0]] == ["answer_truncated", "answer_truncated"]
+    assert out["state"] == ["failing", "rejected"] and out["drop_reason"][1] == "prompt_too_long"
+    assert "2 fix answers were cut at 64 tokens" in caplog.text and "--fix_max_tokens" in caplog.text

@@ -62,6 +62,7 @@ from processing.generation.types import (
     Usage,
     cut_at_stop,
     unusable_reason,
+    warn_truncated,
 )
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "build_generator",
     "cut_at_stop",
     "unusable_reason",
+    "warn_truncated",
     "default_cache_dir",
     "embedded_model_path",
     "engine_args_from",

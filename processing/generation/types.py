@@ -77,6 +77,20 @@ def too_long(tokens: int, context: int) -> Completion:
     )
 
 
+def warn_truncated(count: int, step: str, max_tokens: int) -> None:
+    """Say, once per call, how many of a step's answers were cut by max tokens and unusable."""
+    if count:
+        import logging
+
+        logging.getLogger("processing.generation").warning(
+            "%d %s answers were cut at %d tokens and could not be used (answer_truncated): raise --%s_max_tokens",
+            count,
+            step,
+            max_tokens,
+            step,
+        )
+
+
 def unusable_reason(answer: str | None, why: str) -> str:
     """The drop reason of an answer a step could not use (``why``, the language's reason):
     ``prompt_too_long`` when the prompt never fit, ``answer_truncated`` when the answer was

@@ -11,7 +11,14 @@ whose every answer says its prompt does not fit the model's context is rejected 
 
 from __future__ import annotations
 
-from processing.generation import PROMPT_TOO_LONG, TOO_LONG_DETAIL, Sampling, unusable_reason
+from processing.generation import (
+    ANSWER_TRUNCATED,
+    PROMPT_TOO_LONG,
+    TOO_LONG_DETAIL,
+    Sampling,
+    unusable_reason,
+    warn_truncated,
+)
 from processing.languages import get_language
 from processing.steps.verify import PASSING, attempt, error_excerpt, reject, rows_in_state, run_programs, set_passing
 
@@ -64,6 +71,11 @@ def fix_round_batch(
                 out["attempts"][i].append(attempt(round_, index, unusable_reason(answer, why)))
             else:
                 candidates.append((i, index, code))
+    warn_truncated(
+        sum(1 for i in failing for a in out["attempts"][i] if a["round"] == round_ and a["status"] == ANSWER_TRUNCATED),
+        "fix",
+        sampling.max_tokens,
+    )
     verdicts = run_programs(
         sandbox, [(code, out["test_code"][i]) for i, _, code in candidates], desc=f"verifying round {round_}"
     )

@@ -11,7 +11,7 @@ refine failed is rejected as ``refine_failed`` (``detail`` says why), unless
 
 from __future__ import annotations
 
-from processing.generation import Sampling, unusable_reason
+from processing.generation import ANSWER_TRUNCATED, Sampling, unusable_reason, warn_truncated
 from processing.languages import get_language
 from processing.steps.verify import PASSING, error_excerpt, reject, rows_in_state, run_programs, set_passing
 
@@ -55,6 +55,7 @@ def refine_batch(
             out["refine_status"][i], why_not[i] = SIGNATURE_CHANGED, f"{SIGNATURE_CHANGED}: {change}"
             continue
         candidates.append((i, code))
+    warn_truncated(sum(1 for i in passing if out["refine_status"][i] == ANSWER_TRUNCATED), "refine", one.max_tokens)
     verdicts = run_programs(
         sandbox, [(code, out["test_code"][i]) for i, code in candidates], desc="verifying refined code"
     )

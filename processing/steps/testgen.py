@@ -5,12 +5,8 @@ does not fit the model's context is dropped as ``prompt_too_long``, and an answe
 
 from __future__ import annotations
 
-import logging
-
-from processing.generation import ANSWER_TRUNCATED, TOO_LONG_DETAIL, unusable_reason
+from processing.generation import ANSWER_TRUNCATED, TOO_LONG_DETAIL, unusable_reason, warn_truncated
 from processing.languages import PromptTemplate, get_language
-
-logger = logging.getLogger(__name__)
 
 
 def generate_tests_batch(
@@ -37,12 +33,5 @@ def generate_tests_batch(
         out["test_code"].append(parsed.test_code)
         out["test_drop_reason"].append(reason)
         out["test_detail"].append(detail)
-    truncated = out["test_drop_reason"].count(ANSWER_TRUNCATED)
-    if truncated:
-        logger.warning(
-            "%d unit-test answers were cut at %d tokens and gave no usable tests (answer_truncated): raise "
-            "--test_max_tokens",
-            truncated,
-            sampling.max_tokens,
-        )
+    warn_truncated(out["test_drop_reason"].count(ANSWER_TRUNCATED), "test", sampling.max_tokens)
     return out
