@@ -327,14 +327,14 @@ PROGRAM_WRITABLE = ("/tmp/", "/dev/shm/")
 
 
 def installation_paths() -> dict[str, str]:
-    """Where the code the runner must trust lives: the interpreter, its packages, this package."""
+    """Where the library code programs call lives: the interpreter and its packages (the
+    runner's own code is trusted by identity, wherever this package is)."""
     paths = sysconfig.get_paths()
     return {
         "the Python installation": sys.base_prefix,
         "the virtual environment": sys.prefix,
         "site-packages": paths["purelib"],
         "platform site-packages": paths["platlib"],
-        "the sandbox package": str(Path(__file__).resolve().parent),
     }
 
 
@@ -349,8 +349,8 @@ def check_installation(paths: dict[str, str] | None = None) -> None:
             raise SandboxUnavailable(
                 f"{what} is at {path}, under {folder}, which the sandbox "
                 "gives every program as its own writable folder, so code there cannot be trusted and libraries "
-                "would be refused what programs are refused; install Python, the virtual environment and "
-                "unitcoder elsewhere (under your home directory, /opt or /work, say)"
+                "would be refused what programs are refused; install Python and the virtual environment "
+                "elsewhere (under your home directory, /opt or /work, say)"
             )
 
 
