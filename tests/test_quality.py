@@ -285,3 +285,39 @@ def test_strengthening_keeps_only_new_tests_that_pass_on_the_code_and_kill_a_sur
     assert "```diff\n--- code\n+++ mutant" in prompt
     again = mutation_batch(out, sandbox=sandbox, max_mutants=50, rows=[0])
     assert again["mutation_score"][0] > rows["mutation_score"][0]
+
+
+def test_stage2_strengthening_round_grows_the_tests_of_a_row_with_survivors(tmp_path):
+    import pyarrow as pa
+
+    folder = tmp_path / "stage1" / "data"
+    folder.mkdir(parents=True)
+    code = "def clamp(x):\n    if x > 0:\n        return x\n    return 0\n"
+    row = {
+        "id": "c", "function_name": "clamp", "code": code, "test_code": unit_tests("self.assertEqual(clamp(5), 5)"),
+        "repo": "r", "path": "p.py", "licenses": ["mit"], "packages": [],
+        "decontaminated_against": ["humaneval", "mbpp", "bigcodebench"],
+    }  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([row]), folder / "train-00000-of-00001.parquet")
+    new_tests = (
+        "```python\nimport unittest\n\nclass TestStrengthened1(unittest.TestCase):\n"
+        "    def test_edges(self):\n        self.assertEqual(clamp(0), 0)\n        self.assertEqual(clamp(-3), 0)\n```"
+    )
+    rules = tmp_path / "rules.jsonl"
+    rules.write_text(json.dumps({"match": "mutant", "answer": new_tests}) + "\n")
+    argv = [
+        "--input_dir", str(tmp_path / "stage1"), "--output_dir", str(tmp_path / "out"), "--backend", "scripted",
+        "--model", str(rules), "--cache_dir", str(tmp_path / "cache"), "--skip_refine", "--sandbox_workers", "2",
+        "--strengthen_rounds", "2",
+    ]  # fmt: skip
+    assert stage2.main(argv) == 0
+    (out,) = pq.read_table(tmp_path / "out" / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert out["strengthened"] == 1 and "TestStrengthened1" in out["test_code"]  # round 2: the same answer adds nothing
+    assert out["test_code"].startswith(row["test_code"].rstrip("\n"))  # the old tests, untouched, first
+    assert out["prompt"] + out["completion"] == out["code"]
+    plain = argv[:-2] + ["--output_dir", str(tmp_path / "plain")]
+    assert stage2.main(plain) == 0
+    (before,) = pq.read_table(tmp_path / "plain" / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert before["strengthened"] == 0 and out["mutation_score"] > before["mutation_score"]
+    stats = json.loads((tmp_path / "out" / "stats" / "shard-00000-of-00001.json").read_text())
+    assert stats["usage"]["strengthen"]["requests"] >= 1 and stats["settings"]["quality"]["strengthen_rounds"] == 2
