@@ -38,6 +38,7 @@ from processing.generation.types import (
     Sampling,
     Usage,
     cut_at_stop,
+    no_checkpoint,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Generator:
 
         try:
             if todo:
-                checkpoint = self.cache.flush if self.cache else _nothing
+                checkpoint = self.cache.flush if self.cache else no_checkpoint
                 self.backend.complete([requests[i] for i in todo], done, checkpoint)
         finally:  # the answers received are durable once the call returns (or is interrupted)
             if self.cache:
@@ -170,10 +171,6 @@ class Generator:
             for a, bad in zip(answers, failed)
         ]
         return [out[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
-
-
-def _nothing() -> None:
-    pass
 
 
 def build_generator(args: GenerationArgs) -> Generator:

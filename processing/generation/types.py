@@ -192,6 +192,14 @@ class Usage:
         return out
 
 
+Done = Callable[[int, "Completion"], None]  # done(position, completion): one request answered
+Checkpoint = Callable[[], None]  # makes the answers reported so far durable
+
+
+def no_checkpoint() -> None:
+    """The checkpoint of a caller that keeps nothing (no request cache)."""
+
+
 class Backend:
     """What an engine implements: answer requests, reporting each as it finishes.
 
@@ -205,12 +213,7 @@ class Backend:
     name = "base"
     model_id = ""
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         """Answer ``requests``, calling ``done(position, completion)`` as each finishes;
         ``checkpoint()`` makes the answers reported so far durable (an engine that answers
         in several calls calls it after each). Raise ``GenerationError`` when the engine

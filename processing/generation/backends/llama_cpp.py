@@ -13,9 +13,18 @@ import glob
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request, too_long
+from processing.generation.types import (
+    Backend,
+    Checkpoint,
+    Completion,
+    Done,
+    GenerationError,
+    Request,
+    no_checkpoint,
+    too_long,
+)
 
 
 def file_digest(path: str, chunk: int = 8 << 20) -> str:
@@ -77,12 +86,7 @@ class LlamaCppBackend(Backend):
             self.model_id = f"{os.path.basename(path)}@{file_digest(path)}"
         self.chat_formatter = self._gguf_chat_formatter()
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         """Answer one request at a time (``checkpoint`` is not needed: each answer is
         reported as it finishes and the cache writes in batches on its own)."""
         context = self.llm.n_ctx()

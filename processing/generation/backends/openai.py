@@ -37,9 +37,18 @@ import random
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
+from processing.generation.types import (
+    PROMPT_TOO_LONG,
+    Backend,
+    Checkpoint,
+    Completion,
+    Done,
+    GenerationError,
+    Request,
+    no_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +130,7 @@ class OpenAIBackend(Backend):
                 f"{', '.join(map(str, served))}"
             )
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         if not requests:
             return
         coroutine = self._complete_all(requests, done)
@@ -138,7 +142,7 @@ class OpenAIBackend(Backend):
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="openai-client") as pool:
             pool.submit(asyncio.run, coroutine).result()  # called from async code (a notebook): a loop of its own
 
-    async def _complete_all(self, requests: Sequence[Request], done: Callable[[int, Completion], None]) -> None:
+    async def _complete_all(self, requests: Sequence[Request], done: Done) -> None:
         aiohttp = self._aiohttp
         pending = iter(enumerate(requests))
         allowed = self.max_failed_fraction * len(requests)

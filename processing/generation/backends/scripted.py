@@ -15,9 +15,18 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from processing.generation.types import PROMPT_TOO_LONG, Backend, Completion, GenerationError, Request
+from processing.generation.types import (
+    PROMPT_TOO_LONG,
+    Backend,
+    Checkpoint,
+    Completion,
+    Done,
+    GenerationError,
+    Request,
+    no_checkpoint,
+)
 
 
 class ScriptedBackend(Backend):
@@ -40,12 +49,7 @@ class ScriptedBackend(Backend):
         digest = hashlib.sha1(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:12]
         return cls(rules, f"scripted:{digest}")
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         for position, request in enumerate(requests):
             self.calls += 1
             rule = next((r for r in self.rules if _matches(r["match"], request.last_prompt)), None)

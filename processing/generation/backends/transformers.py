@@ -9,9 +9,9 @@ are imported when the backend is built, never at import time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request
+from processing.generation.types import Backend, Checkpoint, Completion, Done, GenerationError, Request, no_checkpoint
 
 
 class TransformersBackend(Backend):
@@ -49,12 +49,7 @@ class TransformersBackend(Backend):
             )
         return self._bos + request.text  # what tokenizing the raw text on its own would start with
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         torch = self.torch
         for start in range(0, len(requests), self.batch_size):
             batch = list(requests[start : start + self.batch_size])

@@ -19,9 +19,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from processing.generation.types import Backend, Completion, GenerationError, Request, too_long
+from processing.generation.types import (
+    Backend,
+    Checkpoint,
+    Completion,
+    Done,
+    GenerationError,
+    Request,
+    no_checkpoint,
+    too_long,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -191,12 +200,7 @@ class VLLMBackend(Backend):
     def answer_settings(self) -> dict:
         return {k: v for k, v in self.extra_engine_args.items() if k not in ANSWER_NEUTRAL}
 
-    def complete(
-        self,
-        requests: Sequence[Request],
-        done: Callable[[int, Completion], None],
-        checkpoint: Callable[[], None] = lambda: None,
-    ) -> None:
+    def complete(self, requests: Sequence[Request], done: Done, checkpoint: Checkpoint = no_checkpoint) -> None:
         size = self.generation_chunk
         rounds = []
         for raw in (False, True):
@@ -213,9 +217,7 @@ class VLLMBackend(Backend):
             self._call(requests, positions, raw, done)
             checkpoint()
 
-    def _call(
-        self, requests: Sequence[Request], positions: list[int], raw: bool, done: Callable[[int, Completion], None]
-    ) -> None:
+    def _call(self, requests: Sequence[Request], positions: list[int], raw: bool, done: Done) -> None:
         """One engine call for ``positions`` (all chat or all raw), after reporting the
         prompts that do not fit the context."""
         checker = self._prompt_checker()
