@@ -99,12 +99,12 @@ def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0
     def area(lo: float, hi: float, b: np.ndarray, r: np.ndarray) -> np.ndarray:
         s = (hi - lo) / 2 * nodes + (hi + lo) / 2  # the nodes mapped onto [lo, hi]
         collide = 1.0 - (1.0 - s[None, :] ** r[:, None]) ** b[:, None]
-        return (hi - lo) / 2 * (collide * node_weights).sum(axis=1), collide
+        return (hi - lo) / 2 * (collide * node_weights).sum(axis=1)
 
     pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
     b, r = pairs[:, 0], pairs[:, 1]
-    false_positive, _ = area(0.0, threshold, b, r)
-    collide_area, _ = area(threshold, 1.0, b, r)
+    false_positive = area(0.0, threshold, b, r)
+    collide_area = area(threshold, 1.0, b, r)
     false_negative = (1.0 - threshold) - collide_area
     error = weights[0] * false_positive + weights[1] * false_negative
     best = int(np.argmin(error))  # the first minimum, in the order MinHashLSH scans

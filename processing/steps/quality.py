@@ -52,19 +52,24 @@ QUALITY_COLUMNS = (
 )
 
 
+LIST_COLUMNS = ("surviving_mutants", "uncovered_lines")
+
+
 def empty_quality(batch: dict[str, list]) -> dict[str, list]:
     """The quality columns, empty, for every row of ``batch`` (a step that measured nothing)."""
     n = len(batch["code"])
     out = dict(batch)
     for name in QUALITY_COLUMNS:
-        empty = [] if name in ("surviving_mutants", "uncovered_lines") else 0 if name == "strengthened" else None
-        out[name] = [list(empty) if isinstance(empty, list) else empty for _ in range(n)]
+        if name in LIST_COLUMNS:
+            out[name] = [[] for _ in range(n)]
+        else:
+            out[name] = [0 if name == "strengthened" else None] * n
     return out
 
 
-def row_seed(seed: int, row_id: str) -> int:
-    """A seed from the run's seed and a row id (the same on every machine), below 2**31."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{row_id}".encode()).digest()[:4], "big") >> 1
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose, from the run's seed (the same on every machine), below 2**31."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:4], "big") >> 1
 
 
 def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, list]:
@@ -80,7 +85,10 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
         sandbox,
         [(out["code"][i], out["test_code"][i]) for i in rows],
         desc="checking for flaky tests",
-        second_opinion={"hash_seed": row_seed(seed, "hash seed") + 1, "order_seed": row_seed(seed, "test order")},
+        second_opinion={
+            "hash_seed": derived_seed(seed, "hash seed") + 1,
+            "order_seed": derived_seed(seed, "test order"),
+        },
     )
     for i, result in zip(rows, verdicts):
         if result.status != PASSING:
@@ -94,8 +102,13 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
     return out
 
 
-def mutant_timeout(duration_s: float | None, floor: float = MIN_MUTANT_TIMEOUT_S) -> float:
-    return max(floor, MUTANT_TIME_FACTOR * (duration_s or 0.0))
+def time_limit(duration_s: float | None, factor: float, floor: float) -> float:
+    """A program's time limit from its verified run: ``factor`` times as long, at least ``floor``."""
+    return max(floor, factor * (duration_s or 0.0))
+
+
+def mutant_timeout(duration_s: float | None) -> float:
+    return time_limit(duration_s, MUTANT_TIME_FACTOR, MIN_MUTANT_TIMEOUT_S)
 
 
 def mutation_batch(
@@ -149,7 +162,7 @@ def coverage_batch(
         desc="measuring coverage",
         coverage=True,
         # tracing slows tight loops several times over: a verified pair gets room for that
-        timeouts=[max(COVERAGE_MIN_TIMEOUT_S, COVERAGE_TIME_FACTOR * (out["verify_duration_s"][i] or 0)) for i in rows],
+        timeouts=[time_limit(out["verify_duration_s"][i], COVERAGE_TIME_FACTOR, COVERAGE_MIN_TIMEOUT_S) for i in rows],
     )
     for i, verdict in zip(rows, verdicts):
         span = lang.function_lines(out["code"][i], out["function_name"][i])

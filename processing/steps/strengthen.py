@@ -12,27 +12,10 @@ guard and the as-published checks see the grown tests before the row is written.
 
 from __future__ import annotations
 
-import ast
-
 from processing.generation import Sampling
 from processing.languages import get_language
+from processing.steps.quality import mutant_timeout
 from processing.steps.verify import PASSING, rows_in_state, run_programs
-
-
-def bound_names(test_code: str) -> set[str]:
-    """Names a test module binds at module level (classes, functions, assignments; not imports)."""
-    try:
-        tree = ast.parse(test_code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return names
 
 
 def strengthen_batch(
@@ -71,7 +54,7 @@ def strengthen_batch(
         parsed = lang.parse_test_answer(answer, out["function_name"][i])
         if parsed.test_code is None:
             continue
-        if bound_names(parsed.test_code) & bound_names(out["test_code"][i]):
+        if lang.bound_names(parsed.test_code) & lang.bound_names(out["test_code"][i]):
             continue  # it would replace a test or helper the row already has: tests only grow
         grown[i] = out["test_code"][i].rstrip("\n") + "\n\n\n" + parsed.test_code
     # the grown tests must pass on the code ...
@@ -79,13 +62,15 @@ def strengthen_batch(
     on_code = run_programs(sandbox, [(out["code"][i], grown[i]) for i in order], desc="checking new tests")
     passing = [i for i, verdict in zip(order, on_code) if verdict.status == PASSING]
     # ... and kill at least one survivor the old tests let through
-    pairs, owners = [], []
+    pairs, owners, limits = [], [], []
     for i in passing:
         for mutant in survivors[i]:
             pairs.append((mutant.code, grown[i]))
             owners.append(i)
+            limits.append(mutant_timeout(out["verify_duration_s"][i]))  # as when the mutants first ran
     kills: set[int] = set()
-    for i, verdict in zip(owners, run_programs(sandbox, pairs, desc="new tests against survivors")):
+    verdicts = run_programs(sandbox, pairs, desc="new tests against survivors", timeouts=limits)
+    for i, verdict in zip(owners, verdicts):
         if verdict.status != PASSING:
             kills.add(i)
     for i in kills:

@@ -3,7 +3,13 @@ and prompt templates (``prompts/``). See ``processing.languages`` for the interf
 
 from pathlib import Path
 
-from processing.languages.python.answers import ParsedTests, code_blocks, code_from_answer, parse_test_answer
+from processing.languages.python.answers import (
+    ParsedTests,
+    bound_names,
+    code_blocks,
+    code_from_answer,
+    parse_test_answer,
+)
 from processing.languages.python.formats import (
     chat_messages,
     completion_instruction,
@@ -33,7 +39,7 @@ PROMPT_DIR = Path(__file__).parent / "prompts"
 
 __all__ = [
     "MUTATION_OPERATORS", "NAME", "PROMPT_DIR", "TOKEN_RE", "FileRecord", "FunctionRecord", "Mutant", "ParsedTests",
-    "analyse_file", "function_lines", "sample_mutants",
+    "analyse_file", "bound_names", "function_lines", "sample_mutants",
     "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "has_docstring",
     "import_prefilter", "normalized_tokens", "parse_test_answer", "publishable_layout", "published_form_problem",
     "signature", "signature_change", "split_prompt_completion", "stub_implementations", "tokens",

@@ -93,13 +93,24 @@ def _parse_trimmed(text: str) -> tuple[ast.Module, str] | None:
     return None
 
 
-def _binds_name(node: ast.stmt, name: str) -> bool:
+def _names_bound(node: ast.stmt) -> set[str]:
+    """Names a module-level statement binds by definition or assignment (imports aside)."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return node.name == name
+        return {node.name}
     if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return any(isinstance(t, ast.Name) and t.id == name for target in targets for t in ast.walk(target))
-    return False
+        return {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return set()
+
+
+def _binds_name(node: ast.stmt, name: str) -> bool:
+    return name in _names_bound(node)
+
+
+def bound_names(test_code: str) -> set[str]:
+    """Names a test module binds at module level (classes, functions, assignments; not imports)."""
+    tree = _parses(test_code)
+    return set().union(*(_names_bound(node) for node in tree.body)) if tree is not None else set()
 
 
 def parse_test_answer(answer: str | None, function_name: str) -> ParsedTests:
