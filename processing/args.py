@@ -245,3 +245,37 @@ class SandboxArgs:
 
         workers = {"workers": self.sandbox_workers} if self.sandbox_workers else {}  # default: all cores
         return SandboxConfig(timeout=self.sandbox_timeout, memory_mb=self.sandbox_memory_mb, **workers)
+
+
+@dataclasses.dataclass
+class EngineArgs:
+    """Where a stage runs: this process (``local``) or a Ray cluster (``ray``)."""
+
+    engine: str = dataclasses.field(
+        default="local",
+        metadata={"help": "local: one process, chunks written as they finish; ray: a Ray Data pipeline on a cluster"},
+    )
+    ray_address: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "the Ray cluster to join (default: RAY_ADDRESS, else a local Ray started for the run)"},
+    )
+    ray_workers: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "sandbox actors on the cluster (default: as many as its CPUs hold at --ray_worker_cpus)"},
+    )
+    ray_worker_cpus: int = dataclasses.field(
+        default=4, metadata={"help": "CPUs per sandbox actor: programs it runs at once (its sandbox workers)"}
+    )
+    num_replicas: int = dataclasses.field(
+        default=1, metadata={"help": "--engine ray with --backend vllm: model replicas of --tensor_parallel_size GPUs"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError("--ray_workers must be at least 1")
+        if self.ray_worker_cpus < 1 or self.num_replicas < 1:
+            raise ValueError("--ray_worker_cpus and --num_replicas must be at least 1")
+        if self.engine == "local" and (self.ray_address or self.ray_workers or self.num_replicas > 1):
+            raise ValueError("--ray_address, --ray_workers and --num_replicas need --engine ray")

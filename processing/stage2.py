@@ -16,6 +16,8 @@ command to resume), 2 bad arguments, input or output folder, or a missing compon
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import package_versions, quality_plot, unitcoder_identity
-from processing.args import SandboxArgs, start_script
+from processing.args import EngineArgs, SandboxArgs, start_script
 from processing.engine import ChunkOutput, ChunksDeferred, LocalEngine, add_stats, completed_shards
 from processing.evalsets import BENCHMARKS as DECONTAMINATION_BENCHMARKS
 from processing.generation import AnswersMissing, GenerationArgs, GenerationError, Sampling, build_generator
@@ -42,7 +44,7 @@ from processing.steps.quality import empty_quality, quality_batch
 from processing.steps.refine import refine_batch
 from processing.steps.strengthen import strengthen_batch
 from processing.steps.verify import verify_batch
-from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
+from sandbox import Sandbox, SandboxUnavailable, WorkerFailure, preflight
 
 logger = logging.getLogger("stage2")
 LANGUAGE = "python"
@@ -480,31 +482,78 @@ def merge_only(args: Stage2Args) -> int:
     return finish(output, done, args)
 
 
+class ChunkProcess:
+    """The chunk function of a Ray worker: its own sandbox (for the worker's life) and the
+    steps' settings; ``RayEngine`` builds one per worker with the worker's generator."""
+
+    def __init__(self, generator, *, args: Stage2Args, config, templates: dict, sampling: dict[str, Sampling]):
+        self.sandbox = Sandbox(config).start()
+        self.run = functools.partial(
+            process_chunk, args=args, generator=generator, sandbox=self.sandbox, templates=templates, sampling=sampling
+        )
+
+    def __call__(self, batch: dict[str, list]) -> ChunkOutput:
+        return self.run(batch)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    classes = (Stage2Args, SandboxArgs, GenerationArgs)
-    (args, box, gen), command = start_script("processing/stage2.py", classes, __doc__, argv)
+    classes = (Stage2Args, SandboxArgs, GenerationArgs, EngineArgs)
+    (args, box, gen, eng), command = start_script("processing/stage2.py", classes, __doc__, argv)
     if args.merge:
         return merge_only(args)
+    session = sandbox = None
     try:
         source = open_input(args)
-        generator = build_generator(gen)
         config = box.config()
+        if eng.engine == "ray":
+            from processing.engine.ray import RayEngine, RaySession
+
+            gpus = gen.tensor_parallel_size * eng.num_replicas if gen.backend == "vllm" else 0
+            preflight(config)  # a machine without a sandbox stops here, before the cluster is asked for anything
+            session = RaySession(eng.ray_address, gpus_needed=gpus)
+            service, generator = session.start_generation(gen, eng.num_replicas)
+            config = dataclasses.replace(config, workers=box.sandbox_workers or eng.ray_worker_cpus)
+        else:
+            generator = build_generator(gen)
         steps = ("fix", "refine") + (("strengthen",) if args.strengthen_rounds and not args.skip_quality else ())
         sampling = {step: gen.sampling_for(step) for step in steps}  # per step, recorded in the card
         lang = get_language(LANGUAGE)
         templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in steps}
         settings = run_settings(args, source.described, generator, sampling, templates, config)
         fingerprint = fingerprint_of(settings | {"num_shards": args.num_shards})
-        engine = LocalEngine(
-            args.output_dir,
+        layout = dict(
             features={"default": VERIFIED_FEATURES, "rejected": STAGE2_REJECTED_FEATURES},
             fingerprint=fingerprint, chunk_size=args.chunk_size, shard_index=args.shard_index,
             num_shards=args.num_shards,
         )  # fmt: skip
+        if session is not None:
+            workers = session.workers(eng.ray_workers, eng.ray_worker_cpus)
+            engine = RayEngine(
+                args.output_dir, service=service, info={"model_id": generator.model_id, "backend": generator.backend.name},
+                workers=workers, worker_cpus=eng.ray_worker_cpus, **layout,
+            )  # fmt: skip
+            process = functools.partial(ChunkProcess, args=args, config=config, templates=templates, sampling=sampling)
+            logger.info(
+                "engine: Ray at %s (%d CPUs, %g GPUs); %d sandbox actors of %d CPUs",
+                session.address, session.cpus, session.gpus, workers, eng.ray_worker_cpus,
+            )  # fmt: skip
+        else:
+            engine = LocalEngine(args.output_dir, **layout)
         engine.prepare(overwrite=args.overwrite)
-        sandbox = Sandbox(config).start()
+        if session is None:
+            sandbox = Sandbox(config).start()
+
+            def process(batch):
+                return process_chunk(
+                    batch, args=args, generator=generator, sandbox=sandbox, templates=templates, sampling=sampling
+                )
     except (ValueError, GenerationError, SandboxUnavailable) as exc:
         logger.error("%s", exc)
+        if session is not None:
+            session.close()
         return 2
     start, stop = source.shard_bounds(args.shard_index, args.num_shards)
     logger.info(
@@ -513,13 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     started = time.time()
     try:
-        summary = engine.run(
-            source,
-            lambda batch: process_chunk(
-                batch, args=args, generator=generator, sandbox=sandbox, templates=templates, sampling=sampling
-            ),
-            defer=(AnswersMissing,),
-        )
+        summary = engine.run(source, process, defer=(AnswersMissing,))
     except ChunksDeferred as exc:
         logger.error(
             "%s; no row of those chunks was kept or rejected; rerun the same command to finish them (the other "
@@ -536,7 +579,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
         return 1
     finally:
-        sandbox.close()
+        if sandbox is not None:
+            sandbox.close()
+        if session is not None:
+            session.close()
     if not summary.already_done:
         engine.commit(
             summary,

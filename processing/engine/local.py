@@ -121,6 +121,24 @@ class ChunkOutput:
     stats: dict
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a shard: its position, its input rows and their fingerprint."""
+
+    index: int
+    offset: int
+    rows: int
+    fingerprint: str
+
+
+@dataclass
+class ShardPlan:
+    start: int
+    stop: int
+    input: str  # the digest of the shard's input rows
+    chunks: list[Chunk]
+
+
 @dataclass
 class ShardSummary:
     stats: dict
@@ -224,8 +242,7 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ running
 
-    def _chunk_fingerprint(self, table: pa.Table) -> str:
-        digest, rows = input_digest(table, self.digest_columns)
+    def _chunk_fingerprint(self, digest: int, rows: int) -> str:
         return hashlib.sha256(f"{self.fingerprint}:{digest:x}:{rows}".encode()).hexdigest()
 
     def _chunk_paths(self, index: int) -> dict[str, Path]:
@@ -234,12 +251,27 @@ class LocalEngine:
         paths["marker"] = self.work / f"{stem}.json"
         return paths
 
-    def _done_chunk(self, index: int, fingerprint: str) -> dict | None:
-        paths = self._chunk_paths(index)
-        marker = _read_json(paths["marker"])
-        if marker and marker.get("fingerprint") == fingerprint and all(p.exists() for p in paths.values()):
-            return marker
-        return None
+    def plan(self, source: InputTable) -> ShardPlan | ShardSummary:
+        """This shard's chunks (input slices and their fingerprints), or the summary of a
+        shard an earlier run completed. Prepares the work folder."""
+        start, stop = source.shard_bounds(self.shard_index, self.num_shards)
+        shard_digest = 0
+        chunks = []
+        for index, offset in enumerate(range(start, stop, self.chunk_size)):
+            table = source.slice(offset, min(stop, offset + self.chunk_size))
+            digest, _ = input_digest(table, self.digest_columns)
+            shard_digest = (shard_digest + digest) % _DIGEST_MOD
+            chunks.append(Chunk(index, offset, len(table), self._chunk_fingerprint(digest, len(table))))
+        shard_input = f"{shard_digest:064x}:{stop - start}"
+        record = _read_json(self.stats_path)
+        done = completed_shards(self.output, self.fingerprint, self.num_shards)
+        if self.shard_index in done and record and record.get("input") == shard_input:
+            logger.info("shard %d of %d is already complete in %s", self.shard_index + 1, self.num_shards, self.output)
+            shutil.rmtree(self.work, ignore_errors=True)
+            return ShardSummary(record["stats"], record["rows"], already_done=True, record=record)
+        self.work.mkdir(parents=True, exist_ok=True)
+        _write_json(self.work / "run.json", {"fingerprint": self.fingerprint})
+        return ShardPlan(start, stop, shard_input, chunks)
 
     def run(
         self,
@@ -253,61 +285,67 @@ class LocalEngine:
         written: the other chunks go on, and at the end ``ChunksDeferred`` names the chunks
         left for a rerun, which runs only those."""
         started = time.time()
-        start, stop = source.shard_bounds(self.shard_index, self.num_shards)
-        shard_digest = 0
-        for offset in range(start, stop, self.chunk_size):
-            digest, _ = input_digest(source.slice(offset, min(stop, offset + self.chunk_size)), self.digest_columns)
-            shard_digest = (shard_digest + digest) % _DIGEST_MOD
-        shard_input = f"{shard_digest:064x}:{stop - start}"
-        record = _read_json(self.stats_path)
-        done = completed_shards(self.output, self.fingerprint, self.num_shards)
-        if self.shard_index in done and record and record.get("input") == shard_input:
-            logger.info("shard %d of %d is already complete in %s", self.shard_index + 1, self.num_shards, self.output)
-            shutil.rmtree(self.work, ignore_errors=True)
-            return ShardSummary(record["stats"], record["rows"], already_done=True, record=record)
-
-        self.work.mkdir(parents=True, exist_ok=True)
-        _write_json(self.work / "run.json", {"fingerprint": self.fingerprint})
-        total: dict = {}
-        summary = ShardSummary({}, stop - start)
-        chunks = list(range(start, stop, self.chunk_size))
+        plan = self.plan(source)
+        if isinstance(plan, ShardSummary):
+            return plan
+        summary = ShardSummary({}, plan.stop - plan.start)
+        markers: dict[int, dict] = {}
         deferred: list[tuple[int, BaseException]] = []
-        bar = tqdm(total=stop - start, desc=f"shard {self.shard_index + 1}/{self.num_shards}", unit="row")
-        for index, offset in enumerate(chunks):
-            table = source.slice(offset, min(stop, offset + self.chunk_size))
-            fingerprint = self._chunk_fingerprint(table)
-            marker = self._done_chunk(index, fingerprint)
+        bar = tqdm(total=summary.rows, desc=f"shard {self.shard_index + 1}/{self.num_shards}", unit="row")
+        for chunk in plan.chunks:
+            marker = self.done_chunk(chunk)
             if marker is None:
+                table = source.slice(chunk.offset, chunk.offset + chunk.rows)
                 try:
                     output = process(table.to_pydict())
                 except defer as exc:
-                    logger.warning("chunk %d of %d left for a rerun: %s", index + 1, len(chunks), exc)
-                    deferred.append((index, exc))
-                    bar.update(len(table))
+                    logger.warning("chunk %d of %d left for a rerun: %s", chunk.index + 1, len(plan.chunks), exc)
+                    deferred.append((chunk.index, exc))
+                    bar.update(chunk.rows)
                     continue
-                paths = self._chunk_paths(index)
-                for config, features in self.features.items():
-                    rows = output.rows[config]
-                    _write_parquet(paths[config], pa.Table.from_pydict(
-                        {name: rows.get(name, [None] * _length(rows)) for name in features}, schema=features.arrow_schema
-                    ), features.arrow_schema)  # fmt: skip
-                marker = {"fingerprint": fingerprint, "rows": len(table), "stats": output.stats}
-                _write_json(paths["marker"], marker)  # last: the chunk is done
+                marker = self.write_chunk(chunk, output)
                 summary.chunks_run += 1
-                summary.rows_run += len(table)
+                summary.rows_run += chunk.rows
             else:
                 summary.chunks_skipped += 1
-                logger.info("chunk %d of %d: done by an earlier run, skipped", index + 1, len(chunks))
-            total = add_stats(total, marker["stats"])
-            bar.update(len(table))
+                logger.info("chunk %d of %d: done by an earlier run, skipped", chunk.index + 1, len(plan.chunks))
+            markers[chunk.index] = marker
+            bar.update(chunk.rows)
         bar.close()
         if deferred:
-            raise ChunksDeferred([index for index, _ in deferred], len(chunks), deferred[0][1])
-        # Every chunk is done: the shard's files, then its stats (the mark of a complete shard).
+            raise ChunksDeferred([index for index, _ in deferred], len(plan.chunks), deferred[0][1])
+        return self.finish(plan, markers, summary, started)
+
+    def done_chunk(self, chunk: Chunk) -> dict | None:
+        """The marker of ``chunk`` if an earlier run finished it with the same input and settings."""
+        paths = self._chunk_paths(chunk.index)
+        marker = _read_json(paths["marker"])
+        if marker and marker.get("fingerprint") == chunk.fingerprint and all(p.exists() for p in paths.values()):
+            return marker
+        return None
+
+    def write_chunk(self, chunk: Chunk, output: ChunkOutput) -> dict:
+        """Write one finished chunk's rows, then its marker (the chunk is then done); return the marker."""
+        paths = self._chunk_paths(chunk.index)
+        for config, features in self.features.items():
+            rows = output.rows[config]
+            _write_parquet(paths[config], pa.Table.from_pydict(
+                {name: rows.get(name, [None] * _length(rows)) for name in features}, schema=features.arrow_schema
+            ), features.arrow_schema)  # fmt: skip
+        marker = {"fingerprint": chunk.fingerprint, "rows": chunk.rows, "stats": output.stats}
+        _write_json(paths["marker"], marker)  # last: the chunk is done
+        return marker
+
+    def finish(self, plan: ShardPlan, markers: dict[int, dict], summary: ShardSummary, started: float) -> ShardSummary:
+        """Every chunk is done: the shard's files (its stats, the mark of a complete shard,
+        come with ``commit``); the counts summed in chunk order."""
+        total: dict = {}
+        for chunk in plan.chunks:
+            total = add_stats(total, markers[chunk.index]["stats"])
         for config, folder in CONFIG_FOLDERS.items():
             schema = self.features[config].arrow_schema
             (self.output / folder).mkdir(parents=True, exist_ok=True)
-            parts = [self._chunk_paths(i)[config] for i in range(len(chunks))]
+            parts = [self._chunk_paths(chunk.index)[config] for chunk in plan.chunks]
             _write_parquet_streaming(self.output / folder / f"{self.name}.parquet", parts, schema)
         summary.stats = total
         summary.wall_s = round(time.time() - started, 2)
@@ -315,8 +353,8 @@ class LocalEngine:
             "fingerprint": self.fingerprint,
             "shard_index": self.shard_index,
             "num_shards": self.num_shards,
-            "input": shard_input,
-            "rows": stop - start,
+            "input": plan.input,
+            "rows": plan.stop - plan.start,
             "stats": total,
             "this_run": {
                 "chunks_run": summary.chunks_run,

@@ -173,11 +173,25 @@ class Generator:
         return [out[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
 
-def build_generator(args: GenerationArgs) -> Generator:
-    """The generator for the chosen backend, with the request cache unless --no_cache.
-    The cache opens first: a cache it refuses (a network file system) stops the run
-    before a model is loaded."""
+def build_generator(args: GenerationArgs, backend: Backend | None = None) -> Generator:
+    """The generator for the chosen backend (``backend``, else the one ``build_backend``
+    makes), with the request cache unless --no_cache. The cache opens first: a cache it
+    refuses (a network file system) stops the run before a model is loaded."""
     cache = None if args.no_cache else RequestCache(args.cache_dir)
+    backend = backend or build_backend(args)
+    logger.info(
+        "generation: backend %s, model %s, cache %s",
+        backend.name,
+        backend.model_id,
+        "off" if cache is None else cache.path,
+    )
+    if backend.answer_settings():
+        logger.info("answers are cached apart for the engine settings %s", backend.answer_settings())
+    return Generator(backend, cache)
+
+
+def build_backend(args: GenerationArgs) -> Backend:
+    """The engine ``--backend`` names, built from the generation flags."""
     if args.backend == "llama_cpp":
         backend: Backend = LlamaCppBackend(args.model, args.max_model_len, args.seed)
     elif args.backend == "openai":
@@ -204,12 +218,4 @@ def build_generator(args: GenerationArgs) -> Generator:
         backend = TransformersBackend(args.model, args.batch_size)
     else:
         backend = ScriptedBackend.from_file(args.model)
-    logger.info(
-        "generation: backend %s, model %s, cache %s",
-        backend.name,
-        backend.model_id,
-        "off" if cache is None else cache.path,
-    )
-    if backend.answer_settings():
-        logger.info("answers are cached apart for the engine settings %s", backend.answer_settings())
-    return Generator(backend, cache)
+    return backend
