@@ -3,8 +3,21 @@
 Signatures and n-grams are computed per function in the parallel extraction step
 (``processing.steps.extract``); the order-dependent decisions (which copy is the first
 one) are made by the selection step (``processing.steps.select``), which holds one
-``Deduplicator``. Both steps use this module, which is why it is not a step itself.
-Benchmark solutions come from ``processing.evalsets``, the one loader of benchmark data.
+``Deduplicator``, and by the job array's global pass (``processing.globaldedup``), which
+runs the same ``Deduplicator`` over every shard's candidates. These use this module,
+which is why it is not a step itself. Benchmark solutions come from
+``processing.evalsets``, the one loader of benchmark data.
+
+The rule: a candidate (a function that passed decontamination) is a ``duplicate`` when
+an earlier candidate has the same exact key (the normalised source), else a
+``near_duplicate`` when an earlier candidate shares an LSH band bucket with it; the
+detail names the earliest such candidate. "Earlier" counts every candidate, dropped ones
+included, so each candidate's verdict is a function of the set of candidates before it:
+bucket by key, the first by input order owns the bucket. That makes the rule exactly
+decomposable (run it per part, then once over the parts' candidates in order, and the
+verdicts are those of one pass over the whole) and monotone (a candidate dropped within
+its part is dropped globally), unlike "dropped when near an earlier *kept* row", whose
+outcome hangs on a chain of earlier decisions (near duplicates are not transitive).
 
 MinHash and its LSH banding are written here in numpy rather than taken from
 datasketch: importing datasketch imports scipy (a quarter of a second, a tenth of a
@@ -141,30 +154,43 @@ class BandIndex:
             self.buckets.setdefault(band, []).append(key)
 
 
-class Deduplicator:
-    """First copy wins: exact (normalised source) first, then near-duplicates by MinHash LSH.
+DUPLICATE, NEAR_DUPLICATE = "duplicate", "near_duplicate"
 
-    Rows must be offered in input order: ``check`` keeps a row unless an earlier kept
-    row is the same or near it, so the outcome depends only on that order. A dropped
-    row names the earliest kept copy it matches.
+
+def copy_detail(first: str) -> str:
+    """The ``detail`` of a row dropped as a copy of the candidate ``first``."""
+    return f"copy of {first}"
+
+
+class Deduplicator:
+    """First candidate wins: exact (normalised source) first, then near-duplicates by MinHash LSH.
+
+    Rows must be offered in input order. ``check`` drops a row when any earlier row it was
+    offered (kept or dropped) has the same exact key or shares a band bucket with it, and
+    names the earliest such row; every row offered joins the index. Each key (the exact
+    key, and each band key) remembers only the first row that had it, which is all the
+    rule needs: the earliest earlier row sharing any bucket is the earliest of the
+    buckets' first rows.
     """
 
     def __init__(self, threshold: float, num_perm: int):
         self.num_perm = num_perm
-        self.exact: dict[str, str] = {}
-        self.order: dict[str, int] = {}  # kept row id -> position among kept rows
         self.lsh = BandIndex(threshold, num_perm)
+        self.ids: list[str] = []  # every row offered, by position
+        self.exact: dict[str, int] = {}  # exact key -> position of its first row
+        self.bands: dict[bytes, int] = {}  # band key -> position of its first row
 
-    def check(self, row_id: str, exact_key: str, signature: list[int]) -> tuple[str | None, str]:
-        """(drop reason or None, id of the kept copy) and remember the row if it is kept."""
-        if exact_key in self.exact:
-            return "duplicate", self.exact[exact_key]
-        near = self.lsh.query(signature)
-        if near:
-            return "near_duplicate", min(near, key=self.order.__getitem__)
-        self.exact[exact_key] = row_id
-        self.order[row_id] = len(self.order)
-        self.lsh.insert(row_id, signature)
+    def check(self, row_id: str, exact_key: str, signature) -> tuple[str | None, str]:
+        """(drop reason or None, id of the earliest earlier copy or ""); the row joins the index."""
+        position = len(self.ids)
+        keys = self.lsh.keys(signature)  # raises on a signature of the wrong length, before any change
+        self.ids.append(row_id)
+        same = self.exact.setdefault(exact_key, position)
+        near = min(self.bands.setdefault(key, position) for key in keys)
+        if same < position:
+            return DUPLICATE, self.ids[same]
+        if near < position:
+            return NEAR_DUPLICATE, self.ids[near]
         return None, ""
 
 

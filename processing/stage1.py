@@ -36,6 +36,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,6 +52,7 @@ from processing.dedup import Deduplicator, load_benchmarks
 from processing.engine import add_stats
 from processing.evalsets import BENCHMARKS, check_names
 from processing.generation import GenerationArgs, GenerationError, build_generator
+from processing.globaldedup import CandidateLog, global_pass
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
 from processing.languages import PromptTemplate
 from processing.packages import parse_packages
@@ -177,8 +179,17 @@ class RunArgs:
         default=None, metadata={"help": "Hub dataset repo for --push, e.g. user/unitcoder-stage1"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    dedup_only: bool = field(
+        default=False,
+        metadata={
+            "help": "the global pass of a job array, run once all --num_shards N shards have finished: deduplicate "
+            "them against one another (relabels rows in their --output_dir files, rewrites the card; reads no input)"
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.dedup_only and self.push:
+            raise ValueError("--dedup_only does not push: it only rewrites the local --output_dir")
         if self.push and not self.repo_id:
             raise ValueError("--push needs --repo_id (e.g. --repo_id user/unitcoder-stage1)")
         if self.limit is not None and self.limit < 1:
@@ -256,6 +267,8 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 def main(argv: list[str] | None = None) -> int:
     classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs, SandboxArgs)
     (inp, ret, gen, run, box), command = start_script("processing/stage1.py", classes, __doc__, argv)
+    if run.dedup_only:  # the job array's global pass (processing/globaldedup.py): no input, no sandbox
+        return global_pass(Path(run.output_dir), inp.num_shards, shared_layout, partial(write_card, command=command))
     started = time.time()
     # The define check's sandbox starts while the input and benchmarks load (it takes a moment),
     # and the card's picture gets a process of its own (matplotlib loads there meanwhile).
@@ -407,7 +420,12 @@ def retrieve(
     # them, after selection (fewer, fuller batches); with a limit it runs inside selection,
     # so that the limit counts functions that define.
     deferred = checker is not None and run.limit is None
-    selector = Selector(Deduplicator(ret.dedup_threshold, ret.num_perm), run.limit, check=None if deferred else checker)
+    # A shard of a job array records its dedup candidates for the global pass (--dedup_only).
+    log: CandidateLog | None = None
+    if inp.num_shards > 1:
+        log = CandidateLog(run.output_dir, inp.shard_index, inp.num_shards, ret.dedup_threshold, ret.num_perm)
+    dedup = Deduplicator(ret.dedup_threshold, ret.num_perm)
+    selector = Selector(dedup, run.limit, check=None if deferred else checker, record=log.add if log else None)
     unchecked_path = kept_sink.path.with_name(f".unchecked-{kept_sink.path.name}")
     selected_sink = ParquetSink(unchecked_path, KEPT_FEATURES) if deferred else kept_sink
     for table in tqdm(
@@ -433,6 +451,7 @@ def retrieve(
         "settings": settings,
         "kept": selector.counts["kept"],
         "define_check": checker.summary() if checker else None,
+        "dedup_candidates": log.close() if log else None,  # the side file of the global pass
     }
 
 

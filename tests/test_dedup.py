@@ -1,5 +1,6 @@
 """Our MinHash and LSH banding against datasketch's (the reference implementation), and the
-first-copy-wins rule of the Deduplicator."""
+first-candidate-wins rule of the Deduplicator (its decomposability over shards is in
+tests/test_global_dedup.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from processing import dedup
+from processing.dedup import Deduplicator
 
 datasketch = pytest.importorskip("datasketch")
 
@@ -75,3 +77,29 @@ def test_a_signature_of_the_wrong_length_is_refused():
 def test_threshold_outside_zero_one_is_refused():
     with pytest.raises(ValueError, match="between 0 and 1"):
         dedup.lsh_bands(1.0, 128)
+
+
+def test_a_chain_of_near_copies_keeps_only_its_first_and_each_copy_names_its_earliest_match():
+    a = list(range(128))
+    b = a[:64] + [v + 1000 for v in a[64:]]  # shares the first bands with a
+    c = [v + 2000 for v in a[:64]] + b[64:]  # shares the last bands with b, none with a
+    dedup = Deduplicator(0.85, 128)
+    verdicts = [dedup.check(row_id, row_id, signature) for row_id, signature in (("a", a), ("b", b), ("c", c))]
+    # c is dropped although the only row it is near (b) was dropped: every candidate counts
+    assert verdicts == [(None, ""), ("near_duplicate", "a"), ("near_duplicate", "b")]
+
+
+def test_an_exact_copy_names_the_earliest_row_of_its_key_before_any_near_match():
+    a = list(range(128))
+    b = a[:64] + [v + 1000 for v in a[64:]]
+    dedup = Deduplicator(0.85, 128)
+    assert dedup.check("a", "key-a", a) == (None, "")
+    assert dedup.check("b", "key-b", b) == ("near_duplicate", "a")
+    assert dedup.check("b-again", "key-b", b) == ("duplicate", "b")  # b was dropped, yet b-again is its copy
+
+
+def test_a_signature_of_the_wrong_length_leaves_the_deduplicator_as_it_was():
+    dedup = Deduplicator(0.85, 128)
+    with pytest.raises(ValueError, match="64 values"):
+        dedup.check("short", "key", [0] * 64)
+    assert dedup.check("first", "key", [0] * 128) == (None, "")

@@ -1,28 +1,57 @@
 """The Ray engine (``--engine ray``) on a local Ray: the same rows as the local engine,
-resume, faults, start-up errors, and vLLM replicas through stand-ins."""
+resume from the request cache, start-up errors, vLLM replicas through a stand-in, and a
+real model behind the OpenAI-compatible llama.cpp server."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from processing import stage2  # noqa: E402
-from test_stage2 import all_rows, golden_args, golden_input, shard_record  # noqa: E402,F401
+from test_llama import llama_server  # noqa: F401
+from test_stage2 import (  # noqa: F401
+    GOLDEN,
+    all_rows,
+    args_for,
+    golden_args,
+    golden_input,
+    load,
+    shard_record,
+    stage1_output,
+    usage_of,
+)
 
+from processing import stage2
+from processing.engine.ray import RaySession, replica_options
+from processing.generation import GenerationArgs, Sampling
+
+REPO = Path(__file__).resolve().parents[1]
 RAY_FLAGS = ["--engine", "ray", "--ray_workers", "2", "--ray_worker_cpus", "1", "--chunk_size", "4"]
+GPUS = 2  # logical GPUs of the test Ray: the vLLM stand-in's replicas ask for them
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray of 2 CPUs for the module (starting one takes seconds)."""
+def local_ray(tmp_path_factory):
+    """One local Ray of 2 CPUs (and 2 logical GPUs) for the module: starting one takes
+    seconds. Its workers can import the vLLM stand-in, which logs to ``VLLM_STANDIN_LOG``."""
+    log = tmp_path_factory.mktemp("vllm") / "standin.jsonl"
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
+    ray.init(
+        num_cpus=2,
+        num_gpus=GPUS,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests" / "standins"), "VLLM_STANDIN_LOG": str(log)}},
+    )
+    yield log
     ray.shutdown()
 
 
@@ -31,5 +60,120 @@ def test_stage2_on_ray_writes_the_rows_the_local_engine_writes(tmp_path, golden_
     assert stage2.main(golden_args(tmp_path, golden_input, "ray", *RAY_FLAGS)) == 0
     assert all_rows(tmp_path / "ray") == all_rows(tmp_path / "local")
     local, remote = shard_record(tmp_path / "local"), shard_record(tmp_path / "ray")
-    assert remote["funnel"] == local["funnel"] and remote["dropped"] == local["dropped"]
-    assert (tmp_path / "ray" / "README.md").read_text().count("verified") >= 1
+    for key in ("funnel", "dropped", "packages"):
+        assert remote[key] == local[key]
+    assert remote["this_run"]["chunks_run"] == -(-remote["rows"] // 4)  # every chunk of 4 rows ran on Ray
+    for step, usage in local["usage"].items():  # the workers' counts add up to the local run's
+        assert remote["usage"][step]["requests"] + remote["usage"][step]["cached"] == usage["requests"]
+    assert (tmp_path / "ray" / "README.md").read_text().count("verified") > 0
+
+
+def test_a_second_run_resumes_from_the_request_cache(tmp_path, golden_input, local_ray):
+    assert stage2.main(golden_args(tmp_path, golden_input, "first", *RAY_FLAGS)) == 0
+    first = usage_of(tmp_path / "first")
+    assert first["requests"] > 0
+    again = golden_args(tmp_path, golden_input, "second", *RAY_FLAGS)
+    again[again.index("--cache_dir") + 1] = str(tmp_path / "cache-first")  # the first run's cache
+    assert stage2.main(again) == 0
+    second = usage_of(tmp_path / "second")
+    assert second["requests"] == 0 and second["cached"] == first["requests"] + first["cached"]
+    assert all_rows(tmp_path / "second") == all_rows(tmp_path / "first")
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_the_chunks_a_killed_driver_wrote(tmp_path, golden_input, local_ray):
+    rules = tmp_path / "slow-rules.jsonl"  # slow answers: the driver is killed with chunks in flight
+    rules.write_text("".join(
+        json.dumps({**json.loads(line), "delay_s": 0.3}) + "\n" for line in (GOLDEN / "rules.jsonl").read_text().splitlines()
+    ))  # fmt: skip
+    argv = golden_args(tmp_path, golden_input, "out", *RAY_FLAGS, rules=rules)
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "HF_HUB_OFFLINE": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO / "processing" / "stage2.py"), *argv],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    work = tmp_path / "out" / ".work" / "shard-00000-of-00001"
+    deadline = time.monotonic() + 180
+    while not list(work.glob("chunk-*.json")) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.kill()
+    driver.wait()
+    written = len(list(work.glob("chunk-*.json")))
+    assert written >= 1 and not (tmp_path / "out" / "data").exists()  # killed mid-run
+    assert stage2.main(argv) == 0
+    record = shard_record(tmp_path / "out")
+    assert record["this_run"]["chunks_skipped"] == written
+    assert record["this_run"]["chunks_run"] == -(-record["rows"] // 4) - written
+    assert stage2.main(golden_args(tmp_path, golden_input, "reference", "--chunk_size", "4")) == 0
+    assert all_rows(tmp_path / "out") == all_rows(tmp_path / "reference")
+
+
+def test_vllm_replicas_are_gpu_actors_built_with_the_engine_arguments(local_ray):
+    session = RaySession(None, gpus_needed=GPUS)
+    try:
+        args = GenerationArgs(
+            backend="vllm", model="org/coder-7b", generation_chunk=3, vllm_args='{"dtype": "bfloat16"}'
+        )
+        assert replica_options(args) == {"num_gpus": 1, "num_cpus": 1, "max_restarts": -1, "max_task_retries": -1}
+        _, generator = session.start_generation(args, replicas=2)
+        conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(7)]
+        answers = generator.generate(conversations, Sampling(n=2, seed=10, max_tokens=8), step="fix")
+    finally:
+        session.close()
+    assert [[a.split(":")[0] for a in row] for row in answers] == [["echo seed=10", "echo seed=11"]] * 7
+    assert all(answer.endswith(f"question {i}") for i, row in enumerate(answers) for answer in row)
+    assert generator.model_id == "org/coder-7b" and generator.by_step["fix"].requests == 14
+    events = [json.loads(line) for line in local_ray.read_text().splitlines()]
+    engines = [e for e in events if e["event"] == "engine"]
+    assert len(engines) == 2 and len({e["pid"] for e in engines}) == 2  # two replicas, two processes
+    assert len({tuple(e["gpus"]) for e in engines}) == 2 and all(len(e["gpus"]) == 1 for e in engines)
+    assert all(
+        e["model"] == "org/coder-7b"
+        and e["engine_args"]
+        == {
+            "tensor_parallel_size": 1, "max_model_len": None, "gpu_memory_utilization": 0.9,
+            "enable_prefix_caching": True, "seed": 0, "dtype": "bfloat16",
+        }
+        for e in engines
+    )  # fmt: skip
+    calls = [e for e in events if e["event"] == "chat"]
+    assert all(c["prompts"] <= 3 for c in calls) and sum(c["prompts"] for c in calls) == 14
+    assert {e["pid"] for e in calls} == {e["pid"] for e in engines}  # both replicas answered
+
+
+def test_vllm_without_enough_gpus_stops_at_start_up(tmp_path, stage1_output, local_ray, caplog):
+    argv = [
+        "--input_dir", str(stage1_output), "--output_dir", str(tmp_path / "out"), "--engine", "ray",
+        "--backend", "vllm", "--model", "org/m", "--num_replicas", "3", "--cache_dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert stage2.main(argv) == 2
+    assert "has 2 GPUs but --backend vllm needs 3" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_cluster_stops_at_start_up_in_one_sentence(tmp_path, stage1_output):
+    command = [
+        sys.executable, str(REPO / "processing" / "stage2.py"), "--input_dir", str(stage1_output),
+        "--output_dir", str(tmp_path / "out"), "--engine", "ray", "--ray_address", "127.0.0.1:1",
+        "--backend", "scripted", "--model", str(tmp_path / "none.jsonl"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_embedded_model_behind_llama_cpp_server_on_ray_ends_every_id_once(
+    tmp_path, stage1_output, local_ray, llama_server
+):
+    argv = [
+        "--input_dir", str(stage1_output), "--output_dir", str(tmp_path / "out"), "--engine", "ray",
+        "--ray_workers", "2", "--ray_worker_cpus", "1", "--chunk_size", "2", "--backend", "openai",
+        "--base_url", llama_server, "--model", "smollm2", "--rounds", "1", "--samples", "1", "--max_tokens", "96",
+        "--skip_quality", "--cache_dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert stage2.main(argv) == 0
+    ids = [r["id"] for r in load(tmp_path / "out", "default")] + [r["id"] for r in load(tmp_path / "out", "rejected")]
+    assert sorted(ids) == ["a", "b", "c", "d", "e"]
+    assert usage_of(tmp_path / "out")["requests"] > 0  # the model was asked, through the service

@@ -295,7 +295,7 @@ def test_shards_of_a_job_array_form_one_dataset(real_sources, tmp_path, streamin
     ]
     assert run("--source_dir", str(real_sources), "--output_dir", str(tmp_path / "whole")) == 0
     sharded, whole = kept(out), kept(tmp_path / "whole")
-    assert set(whole["id"]) <= set(sharded["id"])  # dedup is per shard: a shard may keep a copy
+    assert set(whole["id"]) <= set(sharded["id"])  # dedup is per shard until --dedup_only: a shard may keep a copy
     assert "Shards: 2 of 2 finished" in (out / "README.md").read_text()
 
 
@@ -573,7 +573,7 @@ def test_a_limited_run_writes_the_same_rows_whatever_the_block_size(real_sources
     assert written_ids(tmp_path / "small") == written_ids(tmp_path / "large")
 
 
-def test_a_near_duplicate_names_the_earliest_kept_copy_it_matches():
+def test_a_near_duplicate_names_the_earliest_candidate_it_matches_not_the_smallest_id():
     from processing.dedup import Deduplicator
 
     dedup = Deduplicator(threshold=0.85, num_perm=128)

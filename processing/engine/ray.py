@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ from processing.generation.types import Answer, AnswersMissing, Backend, Checkpo
 
 logger = logging.getLogger(__name__)
 
+# The actors' progress bars would interleave in the driver's log: the driver has its own.
+QUIET = {"env_vars": {"TQDM_DISABLE": "1"}}
 # What a chunk worker's setup returns: process(batch) -> ChunkOutput, and close().
 WorkerSetup = Callable[[Any], Any]
 
@@ -69,6 +72,7 @@ class RaySession:
         self.started = not ray.is_initialized()
         self.actors: list = []
         if self.started:
+            _check_reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -100,7 +104,9 @@ class RaySession:
         """The generation service on the driver's node, and a ``RemoteGenerator`` for the
         driver. A model that cannot load or a cache it refuses raises its error here."""
         ray = _ray()
-        actor = ray.remote(num_cpus=0, max_concurrency=1024, scheduling_strategy=_driver_node())(GenerationService)
+        actor = ray.remote(
+            num_cpus=0, max_concurrency=1024, scheduling_strategy=_driver_node(), runtime_env=QUIET
+        )(GenerationService)
         service = actor.remote(gen_args, replicas)
         self.actors.append(service)
         try:
@@ -123,6 +129,23 @@ class RaySession:
             ray.shutdown()
 
 
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Raise ``RayUnavailable`` at once when ``address`` (``host:port`` or ``ray://host:port``)
+    does not accept a connection: Ray itself keeps retrying an unreachable address for minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"--ray_address {address} is not host:port (e.g. 10.0.0.1:6379, or ray://10.0.0.1:10001)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it (ray start --head) or fix "
+            "--ray_address / RAY_ADDRESS"
+        ) from None
+
+
 def _driver_node():
     """A scheduling strategy that keeps an actor on the driver's node (its local disk)."""
     ray = _ray()
@@ -140,7 +163,6 @@ class GenerationService:
     round of a chunk is one engine call, as on the local engine)."""
 
     def __init__(self, gen_args, replicas: int = 1):
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the workers' bars would interleave in the driver's log
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from processing.generation import build_generator
 
@@ -284,7 +306,6 @@ class _ChunkWorker:
     as the actor) and runs it on one chunk per call."""
 
     def __init__(self, setup: WorkerSetup, service, info: dict, defer: tuple):
-        os.environ.setdefault("TQDM_DISABLE", "1")
         logging.basicConfig(level=logging.WARNING)
         self.defer = defer
         self.process, self.error = None, None
@@ -375,6 +396,7 @@ class RayEngine(LocalEngine):
                 batch_format="pyarrow",
                 concurrency=min(self.workers, len(todo)),
                 num_cpus=self.worker_cpus,
+                runtime_env=QUIET,
             )
             bar = tqdm(
                 total=sum(c.rows for c in todo), desc=f"shard {self.shard_index + 1}/{self.num_shards}", unit="row"
