@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from dataset_card import funnel_plot, render_card
 from dataset_card.card import FunnelPlotter, unitcoder_identity
-from processing.args import SandboxArgs, start_script
+from processing.args import EngineArgs, SandboxArgs, start_script
 from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
 from processing.engine import add_stats
@@ -62,7 +62,7 @@ from processing.steps.define import define_batch, preload_for
 from processing.steps.extract import extract_batch
 from processing.steps.select import Selector
 from processing.steps.testgen import generate_tests_batch
-from sandbox import DEFAULT_PRELOAD, Sandbox, SandboxUnavailable, WorkerFailure
+from sandbox import DEFAULT_PRELOAD, Sandbox, SandboxUnavailable, WorkerFailure, preflight
 
 logger = logging.getLogger("stage1")
 # The code whose behaviour decides which rows come out: part of the extraction's fingerprint.
@@ -233,9 +233,17 @@ def check_arguments(inp: InputArgs, ret: RetrievalArgs, run: RunArgs) -> Plan:
     return Plan(packages, benchmarks, licenses or None)
 
 
-def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, streaming: bool):
+def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, streaming: bool, ray=None):
     """Run the extraction step over the corpus and yield its output as Arrow tables, in input
-    order; in blocks of ``--block_files`` files when a limit may stop the run early."""
+    order; in blocks of ``--block_files`` files when a limit may stop the run early. With a
+    Ray session, in Ray Data tasks over the cluster (still yielded in input order)."""
+    if ray is not None:
+        from processing.engine.ray import ordered_map
+
+        yield from ordered_map(
+            corpus, extract_batch, schema=EXTRACTED_FEATURES.arrow_schema, kwargs=kwargs, batch_size=64
+        )
+        return
     columns = list(corpus.column_names)
     if streaming:
         mapped = corpus.map(
@@ -265,28 +273,52 @@ def extracted_tables(corpus, kwargs: dict, run: RunArgs, settings_hash: str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs, SandboxArgs)
-    (inp, ret, gen, run, box), command = start_script("processing/stage1.py", classes, __doc__, argv)
+    classes = (InputArgs, RetrievalArgs, GenerationArgs, RunArgs, SandboxArgs, EngineArgs)
+    (inp, ret, gen, run, box, eng), command = start_script("processing/stage1.py", classes, __doc__, argv)
     if run.dedup_only:  # the job array's global pass (processing/globaldedup.py): no input, no sandbox
         return global_pass(Path(run.output_dir), inp.num_shards, shared_layout, partial(write_card, command=command))
     started = time.time()
     # The define check's sandbox starts while the input and benchmarks load (it takes a moment),
     # and the card's picture gets a process of its own (matplotlib loads there meanwhile).
-    starting = None if run.skip_define_check else _in_background(lambda: DefineCheck(box.config()))
+    # On Ray the define check's sandboxes are actors, started once the cluster is joined.
+    local = eng.engine == "local"
+    starting = None if run.skip_define_check or not local else _in_background(lambda: DefineCheck(box.config()))
     plotter = FunnelPlotter()
+    session = None
     try:
-        return _run(inp, ret, gen, run, command, started, starting, plotter)
+        if not local:
+            from processing.engine.ray import RaySession
+
+            try:
+                gpus = gen.tensor_parallel_size * eng.num_replicas
+                session = RaySession(
+                    eng.ray_address, gpus if gen.backend == "vllm" and not run.skip_test_generation else 0
+                )
+            except ValueError as exc:
+                logger.error("%s", exc)
+                return 2
+            if not run.skip_define_check:  # with --limit the check runs beside extraction: on the driver
+                make = DefineCheck if run.limit else lambda config: RayDefineCheck(config, session, eng)
+                starting = _in_background(lambda: make(box.config()))
+        return _run(inp, ret, gen, run, command, started, starting, plotter, session, eng)
     finally:
         plotter.close()
+        if session is not None:
+            session.close()
 
 
-def _run(inp, ret, gen, run, command, started, starting, plotter) -> int:
+def _run(inp, ret, gen, run, command, started, starting, plotter, session=None, eng=None) -> int:
     """The run after its flags are parsed (``main`` holds the helper processes around it)."""
     checker = None
     # Everything that can be wrong with the input stops the run here, before any file is written.
     try:
         plan = check_arguments(inp, ret, run)
-        generator = None if run.skip_test_generation else build_generator(gen)
+        if run.skip_test_generation:
+            generator = None
+        elif session is not None:
+            generator = session.start_generation(gen, eng.num_replicas)[1]
+        else:
+            generator = build_generator(gen)
         corpus, described = load_corpus(
             dataset=inp.input_dataset, data_dir=inp.data_dir, data_files=inp.data_files, split=inp.split,
             revision=inp.input_revision, source_dirs=inp.source_dir, streaming=inp.streaming,
@@ -324,7 +356,7 @@ def _run(inp, ret, gen, run, command, started, starting, plotter) -> int:
         retrieved_path = (output / ".retrieved" if generator else output / "data") / f"{name}.parquet"
         rejected_sink = ParquetSink(output / "rejected" / f"{name}.parquet", REJECTED_FEATURES)
         kept_sink = ParquetSink(retrieved_path, KEPT_FEATURES)
-        stats = retrieve(corpus, plan, benchmarks, inp, ret, run, kept_sink, rejected_sink, checker)
+        stats = retrieve(corpus, plan, benchmarks, inp, ret, run, kept_sink, rejected_sink, checker, ray=session)
     except SandboxUnavailable as exc:  # a restart with more preloaded packages failed
         logger.error("%s", exc)
         return 2
@@ -393,6 +425,7 @@ def retrieve(
     kept_sink,
     rejected_sink,
     checker: DefineCheck | None = None,
+    ray=None,
 ):
     """The extraction and selection steps (with the define check when ``checker`` is
     given), written to the sinks as they go; returns the stats."""
@@ -429,7 +462,7 @@ def retrieve(
     unchecked_path = kept_sink.path.with_name(f".unchecked-{kept_sink.path.name}")
     selected_sink = ParquetSink(unchecked_path, KEPT_FEATURES) if deferred else kept_sink
     for table in tqdm(
-        extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming), desc="selecting", unit="block"
+        extracted_tables(corpus, kwargs, run, settings_hash, inp.streaming, ray), desc="selecting", unit="block"
     ):
         for sink, rows in zip((selected_sink, rejected_sink), selector.select(table)):
             if len(rows):  # an empty row group would make the file unreadable for datasets
@@ -508,10 +541,16 @@ class DefineCheck:
 
     def __init__(self, config):
         self.config = replace(config, preload=())
-        self.sandbox = Sandbox(self.config).start()
         self.counts: Counter = Counter()
         self.seconds = 0.0
-        self.verdicts: dict = {}  # shared verdicts, carried from table to table
+        self.start()
+
+    def start(self) -> None:
+        self.sandbox = Sandbox(self.config).start()
+        self.verdicts: dict = {}  # shared verdicts, carried from table to table (of one configuration)
+
+    def define(self, codes: list[str]) -> dict[str, list]:
+        return define_batch({"code": codes}, sandbox=self.sandbox, verdicts=self.verdicts)
 
     def limits(self) -> dict:
         """The settings that can change a verdict (the preload follows the rows)."""
@@ -524,11 +563,10 @@ class DefineCheck:
         if not set(wanted) <= set(self.config.preload):
             preload = tuple(m for m in DEFAULT_PRELOAD if m in wanted or m in self.config.preload)
             logger.info("define check: restarting the sandbox with %s preloaded", ", ".join(preload))
-            self.sandbox.close()
+            self.close()
             self.config = replace(self.config, preload=preload)
-            self.sandbox = Sandbox(self.config).start()
-            self.verdicts.clear()  # the verdicts of another configuration
-        out = define_batch({"code": codes}, sandbox=self.sandbox, verdicts=self.verdicts)
+            self.start()
+        out = self.define(codes)
         self.seconds += time.time() - started
         self.counts["checked"] += len(codes)
         self.counts["programs"] += len(codes) - sum(out["define_shared"])
@@ -548,6 +586,37 @@ class DefineCheck:
 
     def close(self) -> None:
         self.sandbox.close()
+
+
+class RayDefineCheck(DefineCheck):
+    """The define check on a Ray cluster, once selection is done (without ``--limit``): a
+    pool of sandbox actors (``--ray_workers`` of ``--ray_worker_cpus`` programs each) checks
+    the rows in batches, in input order. The actors start at the first call, when
+    extraction's tasks no longer need the CPUs; the sandbox is checked on the driver at
+    once, so a machine without one stops at start-up."""
+
+    def __init__(self, config, session, eng: EngineArgs):
+        preflight(config)
+        self.session, self.pool = session, None
+        self.workers = session.workers(eng.ray_workers, eng.ray_worker_cpus)
+        self.worker_cpus = eng.ray_worker_cpus
+        super().__init__(config)
+
+    def start(self) -> None:
+        self.verdicts = {}
+
+    def define(self, codes: list[str]) -> dict[str, list]:
+        from processing.engine.ray import SandboxPool
+
+        if self.pool is None:
+            self.pool = SandboxPool(self.session, self.config, define_batch, {}, self.workers, self.worker_cpus)
+        size = max(8, min(512, -(-len(codes) // self.workers)))
+        return self.pool.map(pa.table({"code": pa.array(codes, pa.string())}), size)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
 
 def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, generator, template, sampling) -> dict:

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
 
 from test_llama import llama_server  # noqa: F401
+from test_stage1 import ANSWERS, OFFLINE, isolated_cache, real_sources, scripted_run, stack_rows  # noqa: F401
 from test_stage2 import (  # noqa: F401
     GOLDEN,
     all_rows,
@@ -28,7 +31,7 @@ from test_stage2 import (  # noqa: F401
     usage_of,
 )
 
-from processing import stage2
+from processing import stage1, stage2
 from processing.engine.ray import RaySession, replica_options
 from processing.generation import GenerationArgs, Sampling
 
@@ -177,3 +180,63 @@ def test_the_embedded_model_behind_llama_cpp_server_on_ray_ends_every_id_once(
     ids = [r["id"] for r in load(tmp_path / "out", "default")] + [r["id"] for r in load(tmp_path / "out", "rejected")]
     assert sorted(ids) == ["a", "b", "c", "d", "e"]
     assert usage_of(tmp_path / "out")["requests"] > 0  # the model was asked, through the service
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def stage1_rows(out: Path) -> dict[str, list[dict]]:
+    """Every row of both configs, in file order."""
+    return {
+        folder: [row for path in sorted((out / folder).glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+        for folder in ("data", "rejected")
+    }
+
+
+def test_stage1_on_ray_keeps_and_rejects_what_the_local_engine_does(real_sources, tmp_path, local_ray):
+    """Extraction in Ray tasks, the define check in sandbox actors: the same rows, in the same order."""
+    common = [*OFFLINE, "--source_dir", str(real_sources), "--sandbox_workers", "1"]
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "local")]) == 0
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "ray"), *RAY_FLAGS[:6]]) == 0
+    local, remote = stage1_rows(tmp_path / "local"), stage1_rows(tmp_path / "ray")
+    assert len(local["data"]) >= 10 and remote == local
+    stats = json.loads((tmp_path / "ray" / "stats" / "shard-00000-of-00001.json").read_text())
+    dropped = sum(r["drop_reason"] == "does_not_define" for r in local["rejected"])
+    assert stats["define_check"]["checked"] == len(local["data"]) + dropped  # every kept row went through it
+
+
+def test_stage1_tests_written_through_the_ray_service_match_the_local_run(tmp_path, local_ray):
+    for name in ("local", "ray"):
+        (tmp_path / name).mkdir()
+    assert scripted_run(tmp_path / "local", ANSWERS) == 0
+    assert scripted_run(tmp_path / "ray", ANSWERS, *RAY_FLAGS[:6]) == 0
+    local, remote = stage1_rows(tmp_path / "local" / "out"), stage1_rows(tmp_path / "ray" / "out")
+    assert [r["id"] for r in local["data"]] == [r["id"] for r in remote["data"]] and local["data"]
+    assert [r["test_code"] for r in local["data"]] == [r["test_code"] for r in remote["data"]]
+    assert [(r["id"], r["drop_reason"]) for r in local["rejected"]] == [
+        (r["id"], r["drop_reason"]) for r in remote["rejected"]
+    ]
+
+
+def test_a_near_duplicate_split_across_two_input_files_is_removed_on_ray(real_sources, tmp_path, local_ray):
+    rows = stack_rows(real_sources)
+    body = (
+        "import os\n\n\ndef collect(root, suffix, skip_hidden=True, limit=None):\n    found = []\n"
+        "    for name in sorted(os.listdir(root)):\n        if skip_hidden and name.startswith('.'):\n"
+        "            continue\n        path = os.path.join(root, name)\n"
+        "        if name.endswith(suffix) and os.path.isfile(path):\n            found.append(path)\n"
+        "        elif os.path.isdir(path):\n            found.extend(collect(path, suffix, skip_hidden, limit))\n"
+        "        if limit is not None and len(found) >= limit:\n            return found[:limit]\n    return found\n"
+    )
+    first = {**rows[0], "content": body, "max_stars_repo_path": "first/walk.py", "hexsha": "a" * 40}
+    second = {**rows[1], "content": body.replace("startswith('.')", "startswith('_')"), "hexsha": "b" * 40}
+    second["max_stars_repo_path"] = "second/walk.py"
+    pq.write_table(pa.Table.from_pylist([first, *rows[2:10]]), tmp_path / "part-1.parquet")
+    pq.write_table(pa.Table.from_pylist([*rows[10:20], second]), tmp_path / "part-2.parquet")
+    files = ["--data_files", str(tmp_path / "part-1.parquet"), str(tmp_path / "part-2.parquet")]
+    assert stage1.main([*OFFLINE, *files, "--output_dir", str(tmp_path / "out"), *RAY_FLAGS[:6]]) == 0
+    out = stage1_rows(tmp_path / "out")
+    assert [r["path"] for r in out["data"] if r["function_name"] == "collect"] == ["first/walk.py"]
+    copy = next(r for r in out["rejected"] if r["path"] == "second/walk.py" and r["level"] == "function")
+    assert copy["drop_reason"] == "near_duplicate"
+    assert copy["detail"] == "copy of " + next(r["id"] for r in out["data"] if r["path"] == "first/walk.py")

@@ -23,6 +23,7 @@ already generated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pickle
@@ -104,9 +105,9 @@ class RaySession:
         """The generation service on the driver's node, and a ``RemoteGenerator`` for the
         driver. A model that cannot load or a cache it refuses raises its error here."""
         ray = _ray()
-        actor = ray.remote(
-            num_cpus=0, max_concurrency=1024, scheduling_strategy=_driver_node(), runtime_env=QUIET
-        )(GenerationService)
+        actor = ray.remote(num_cpus=0, max_concurrency=1024, scheduling_strategy=_driver_node(), runtime_env=QUIET)(
+            GenerationService
+        )
         service = actor.remote(gen_args, replicas)
         self.actors.append(service)
         try:
@@ -427,3 +428,82 @@ __all__ = [
     "ChunkOutput", "GenerationService", "RayEngine", "RayUnavailable", "RemoteGenerator", "ReplicaBackend",
     "RaySession", "replica_options",
 ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- batch steps over a dataset
+
+
+def _arrow_batch(table: pa.Table, *, fn: Callable, schema: pa.Schema, kwargs: dict) -> pa.Table:
+    """A step (a dict of columns in, a dict of columns out) as a Ray Data batch function."""
+    return pa.Table.from_pydict(fn(table.to_pydict(), **kwargs), schema=schema)
+
+
+def ordered_map(rows, fn: Callable, *, schema: pa.Schema, kwargs: dict, batch_size: int) -> Any:
+    """``fn`` (a step over batches of columns) over ``rows`` (a Hugging Face dataset, streaming
+    or not, or an Arrow table) in parallel Ray tasks; yields the output as Arrow tables in
+    input order (Ray Data's ``preserve_order``), as a single process would produce it."""
+    ray = _ray()
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dataset = rows if isinstance(rows, ray.data.Dataset) else _dataset(rows)
+    mapped = dataset.map_batches(
+        functools.partial(_arrow_batch, fn=fn, schema=schema, kwargs=kwargs),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        runtime_env=QUIET,
+    )
+    yield from mapped.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _dataset(rows):
+    ray = _ray()
+    if isinstance(rows, pa.Table):
+        return ray.data.from_arrow(rows)
+    return ray.data.from_huggingface(rows)
+
+
+class _SandboxWorker:
+    """An actor that holds a sandbox for its life and runs a sandbox step on batches."""
+
+    def __init__(self, config, step: Callable, kwargs: dict):
+        from sandbox import Sandbox
+
+        self.sandbox = Sandbox(config).start()
+        self.step, self.kwargs = step, kwargs
+
+    def run(self, table: pa.Table) -> dict:
+        return self.step(table.to_pydict(), sandbox=self.sandbox, **self.kwargs)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+class SandboxPool:
+    """Sandbox actors of ``worker_cpus`` programs at a time each, for a step that calls a
+    sandbox (``step(batch, sandbox=..., **kwargs)``): ``map`` spreads a table over them in
+    batches and returns the columns in input order. The actors live until ``close``."""
+
+    def __init__(self, session: RaySession, config, step: Callable, kwargs: dict, workers: int, worker_cpus: int):
+        ray = _ray()
+        config = dataclasses.replace(config, workers=worker_cpus)
+        actor = ray.remote(num_cpus=worker_cpus, max_restarts=-1, max_task_retries=-1, runtime_env=QUIET)
+        self.actors = [actor(_SandboxWorker).remote(config, step, kwargs) for _ in range(workers)]
+        session.actors.extend(self.actors)
+
+    def map(self, table: pa.Table, batch_size: int) -> dict[str, list]:
+        from ray.util import ActorPool
+
+        batches = [table.slice(start, batch_size) for start in range(0, len(table), batch_size)]
+        out: dict[str, list] = {}
+        for columns in ActorPool(self.actors).map(lambda actor, batch: actor.run.remote(batch), batches):
+            for name, values in columns.items():
+                out.setdefault(name, []).extend(values)
+        return out
+
+    def close(self) -> None:
+        ray = _ray()
+        for actor in self.actors:
+            try:
+                ray.get(actor.close.remote(), timeout=60)
+            except Exception:
+                pass
+            ray.kill(actor)
