@@ -128,3 +128,20 @@ def test_evaluate_uses_the_shared_sandbox_flags_with_its_own_time_limit():
 
     (box,) = parse(["--sandbox_workers", "2"], (EvalSandboxArgs,))
     assert isinstance(box, SandboxArgs) and (box.config().timeout, box.config().workers) == (30.0, 2)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"engine": "spark"}, "--engine must be local or ray"),
+        ({"ray_workers": 2}, "need --engine ray"),
+        ({"ray_address": "10.0.0.1:6379"}, "need --engine ray"),
+        ({"engine": "ray", "ray_worker_cpus": 0}, "must be at least 1"),
+        ({"engine": "ray", "num_replicas": 0}, "must be at least 1"),
+    ],
+)
+def test_engine_flags_are_checked_at_start_up(flags, message):
+    from processing.args import EngineArgs
+
+    with pytest.raises(ValueError, match=message):
+        EngineArgs(**flags)

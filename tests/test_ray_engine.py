@@ -87,7 +87,7 @@ def test_a_second_run_resumes_from_the_request_cache(tmp_path, golden_input, loc
 def test_a_rerun_skips_the_chunks_a_killed_driver_wrote(tmp_path, golden_input, local_ray):
     rules = tmp_path / "slow-rules.jsonl"  # slow answers: the driver is killed with chunks in flight
     rules.write_text("".join(
-        json.dumps({**json.loads(line), "delay_s": 0.3}) + "\n" for line in (GOLDEN / "rules.jsonl").read_text().splitlines()
+        json.dumps({**json.loads(line), "delay_s": 0.15}) + "\n" for line in (GOLDEN / "rules.jsonl").read_text().splitlines()
     ))  # fmt: skip
     argv = golden_args(tmp_path, golden_input, "out", *RAY_FLAGS, rules=rules)
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "HF_HUB_OFFLINE": "1"}
@@ -111,12 +111,13 @@ def test_a_rerun_skips_the_chunks_a_killed_driver_wrote(tmp_path, golden_input, 
     assert all_rows(tmp_path / "out") == all_rows(tmp_path / "reference")
 
 
-def test_vllm_replicas_are_gpu_actors_built_with_the_engine_arguments(local_ray):
+def test_vllm_replicas_are_gpu_actors_built_with_the_engine_arguments(local_ray, tmp_path):
     session = RaySession(None, gpus_needed=GPUS)
     try:
         args = GenerationArgs(
-            backend="vllm", model="org/coder-7b", generation_chunk=3, vllm_args='{"dtype": "bfloat16"}'
-        )
+            backend="vllm", model="org/coder-7b", generation_chunk=3, vllm_args='{"dtype": "bfloat16"}',
+            cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
         assert replica_options(args) == {"num_gpus": 1, "num_cpus": 1, "max_restarts": -1, "max_task_retries": -1}
         _, generator = session.start_generation(args, replicas=2)
         conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(7)]
@@ -240,3 +241,12 @@ def test_a_near_duplicate_split_across_two_input_files_is_removed_on_ray(real_so
     copy = next(r for r in out["rejected"] if r["path"] == "second/walk.py" and r["level"] == "function")
     assert copy["drop_reason"] == "near_duplicate"
     assert copy["detail"] == "copy of " + next(r["id"] for r in out["data"] if r["path"] == "first/walk.py")
+
+
+def test_a_streamed_corpus_on_ray_gives_the_rows_of_a_local_run(real_sources, tmp_path, local_ray):
+    pq.write_table(pa.Table.from_pylist(stack_rows(real_sources)), tmp_path / "stack.parquet")
+    common = [*OFFLINE, "--data_files", str(tmp_path / "stack.parquet"), "--skip_define_check"]
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "local")]) == 0
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "ray"), "--streaming", *RAY_FLAGS[:6]]) == 0
+    local = stage1_rows(tmp_path / "local")
+    assert local["data"] and stage1_rows(tmp_path / "ray") == local

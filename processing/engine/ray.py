@@ -438,27 +438,41 @@ def _arrow_batch(table: pa.Table, *, fn: Callable, schema: pa.Schema, kwargs: di
     return pa.Table.from_pydict(fn(table.to_pydict(), **kwargs), schema=schema)
 
 
-def ordered_map(rows, fn: Callable, *, schema: pa.Schema, kwargs: dict, batch_size: int) -> Any:
+def ordered_map(rows, fn: Callable, *, schema: pa.Schema, kwargs: dict, batch_size: int, window: int = 65536):
     """``fn`` (a step over batches of columns) over ``rows`` (a Hugging Face dataset, streaming
     or not, or an Arrow table) in parallel Ray tasks; yields the output as Arrow tables in
-    input order (Ray Data's ``preserve_order``), as a single process would produce it."""
+    input order (Ray Data's ``preserve_order``), as a single process would produce it.
+
+    The rows go to the cluster ``window`` at a time, read by the driver: memory stays
+    bounded on a streamed corpus, and the order is the input's whatever the source (Ray's
+    own Hugging Face reader would fetch the Hub's parquet conversion instead, in its order)."""
     ray = _ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    dataset = rows if isinstance(rows, ray.data.Dataset) else _dataset(rows)
-    mapped = dataset.map_batches(
-        functools.partial(_arrow_batch, fn=fn, schema=schema, kwargs=kwargs),
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        runtime_env=QUIET,
-    )
-    yield from mapped.iter_batches(batch_size=None, batch_format="pyarrow")
+    for tables in _windows(rows, batch_size, window):
+        mapped = ray.data.from_arrow(tables).map_batches(
+            functools.partial(_arrow_batch, fn=fn, schema=schema, kwargs=kwargs),
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            runtime_env=QUIET,
+        )
+        yield from mapped.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def _dataset(rows):
-    ray = _ray()
+def _windows(rows, batch_size: int, window: int):
+    """Lists of Arrow tables of about ``window`` rows in all, in order."""
     if isinstance(rows, pa.Table):
-        return ray.data.from_arrow(rows)
-    return ray.data.from_huggingface(rows)
+        batches = (rows.slice(start, batch_size * 16) for start in range(0, len(rows), batch_size * 16))
+    else:
+        batches = rows.with_format("arrow").iter(batch_size=batch_size * 16)
+    pending, size = [], 0
+    for table in batches:
+        pending.append(table)
+        size += len(table)
+        if size >= window:
+            yield pending
+            pending, size = [], 0
+    if pending:
+        yield pending
 
 
 class _SandboxWorker:
