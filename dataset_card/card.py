@@ -371,7 +371,7 @@ def render_card(
             {"config_name": name, "data_files": [{"split": "train", "path": path}]} for name, path in CONFIGS.items()
         ],
         "license": license_id,
-        "tags": ["code", "unitcoder", "synthetic", "unit-tests"],
+        "tags": ["code", "unitcoder", "synthetic", "unit-tests", *sorted(stats.get("languages") or {})],
         "task_categories": ["text-generation"],
         "pretty_name": title,
     }
@@ -389,6 +389,13 @@ def render_card(
             f"Empty here: {', '.join(f'`{name}`' for name in empty)} (nothing in it). `load_dataset` refuses an empty "
             'split unless it streams: `load_dataset("<this repo>", split="train", streaming=True)` yields no rows '
             "(the funnel above says why)."
+        )
+    languages = stats.get("languages") or {}
+    if languages:
+        sections.append(
+            "Language: "
+            + ", ".join(f"{name} ({rows} input rows)" for name, rows in sorted(languages.items()))
+            + " (the `language` column of every row)"
         )
     sections.append("## Funnel")
     if picture:

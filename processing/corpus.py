@@ -60,7 +60,7 @@ def installed_source_roots() -> list[str]:
     return sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
 
 
-def walk_sources(roots: list[str]) -> Iterator[tuple[str, str]]:
+def walk_sources(roots: list[str], suffixes: tuple[str, ...] = SOURCE_SUFFIXES) -> Iterator[tuple[str, str]]:
     """(root, file) for every Python file below the roots, sorted, each root's nested roots excluded."""
     roots = [os.path.realpath(r) for r in roots]
     for root in roots:
@@ -68,15 +68,15 @@ def walk_sources(roots: list[str]) -> Iterator[tuple[str, str]]:
         for current, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__" and os.path.join(current, d) not in nested)
             for name in sorted(files):
-                if name.endswith(SOURCE_SUFFIXES):
+                if name.endswith(suffixes):
                     yield root, os.path.join(current, name)
 
 
-def source_files(roots: list[str]) -> list[list]:
+def source_files(roots: list[str], suffixes: tuple[str, ...] = SOURCE_SUFFIXES) -> list[list]:
     """[root, path, size, mtime_ns] for every Python file below the roots. Passed to the
     row generator as a list, so that datasets can shard it and its cache notices changes."""
     files = []
-    for root, path in walk_sources(roots):
+    for root, path in walk_sources(roots, suffixes):
         try:
             stat = os.stat(path)
         except OSError:
@@ -224,6 +224,7 @@ def load_corpus(
     source_dirs: list[str] | None,
     streaming: bool,
     num_proc: int | None,
+    suffixes: tuple[str, ...] = SOURCE_SUFFIXES,
 ) -> tuple[Dataset | IterableDataset, str]:
     """The input rows (Stack schema) and a one-line description of where they came from.
 
@@ -237,9 +238,12 @@ def load_corpus(
                 raise ValueError(f"--source_dir {root} is not a directory; give folders of code")
         described = "installed Python sources " if source_dirs is None else "source folders "
         described += ", ".join(public_name(root) for root in roots)
-        kwargs = {"files": source_files(roots)}
+        kwargs = {"files": source_files(roots, suffixes)}
         if not kwargs["files"]:
-            raise ValueError(f"no Python files found below {', '.join(roots)}; give folders that hold .py files")
+            raise ValueError(
+                f"no {'/'.join(suffixes)} files found below {', '.join(roots)}; give folders that hold such files "
+                "(or another --language)"
+            )
         if streaming:
             return IterableDataset.from_generator(
                 list_source_files, features=SOURCE_FEATURES, gen_kwargs=kwargs

@@ -19,6 +19,7 @@ INT = datasets.Value("int32")
 
 _FUNCTION = {
     "id": STRING,
+    "language": STRING,  # the language package that retrieved it (processing.languages)
     "function_name": STRING,
     "code": STRING,
     "repo": STRING,
@@ -56,6 +57,7 @@ STAGE2_INPUT_COLUMNS = ("id", "code", "test_code", "function_name")
 ATTEMPT = {"round": INT, "sample": INT, "status": STRING, "error": STRING}
 _SOURCE = {
     "id": STRING,
+    "language": STRING,
     "function_name": STRING,
     "code": STRING,
     "test_code": STRING,

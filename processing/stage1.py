@@ -54,7 +54,7 @@ from processing.evalsets import BENCHMARKS, check_names
 from processing.generation import GenerationArgs, GenerationError, build_generator
 from processing.globaldedup import CandidateLog, global_pass
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
-from processing.languages import PromptTemplate
+from processing.languages import LANGUAGES, PromptTemplate, get_language
 from processing.packages import parse_packages
 from processing.schema import EXTRACTED_FEATURES, KEPT_FEATURES, TESTED_FEATURES
 from processing.schema import STAGE1_REJECTED_FEATURES as REJECTED_FEATURES
@@ -125,6 +125,10 @@ class InputArgs:
 
 @dataclass
 class RetrievalArgs:
+    language: str = field(
+        default="python",
+        metadata={"help": f"the corpus's language: {', '.join(LANGUAGES)} (its retrieval rules, prompts and runner)"},
+    )
     packages: str | None = field(
         default=None, metadata={"help": "comma-separated target packages (import names); default: BigCodeBench's 139"}
     )
@@ -144,6 +148,8 @@ class RetrievalArgs:
     )
 
     def __post_init__(self) -> None:
+        if self.language not in LANGUAGES:
+            raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
         if not 0 < self.dedup_threshold <= 1:
             raise ValueError("--dedup_threshold must be in (0, 1]")
         if self.ngram < 4:
@@ -322,10 +328,12 @@ def _run(inp, ret, gen, run, command, started, starting, plotter, session=None, 
         corpus, described = load_corpus(
             dataset=inp.input_dataset, data_dir=inp.data_dir, data_files=inp.data_files, split=inp.split,
             revision=inp.input_revision, source_dirs=inp.source_dir, streaming=inp.streaming,
-            num_proc=run.num_proc,
+            num_proc=run.num_proc, suffixes=get_language(ret.language).SUFFIXES,
         )  # fmt: skip
         needs_hub = any(n != "humaneval" for n in plan.benchmarks)
-        benchmarks = load_benchmarks(plan.benchmarks, ret.ngram, hub_reachable() if needs_hub else False)
+        benchmarks = load_benchmarks(
+            plan.benchmarks, ret.ngram, hub_reachable() if needs_hub else False, language=ret.language
+        )
         unchecked = [name for name in BENCHMARKS if name not in benchmarks.used]
         if run.push and unchecked and not run.allow_partial_decontamination:
             raise ValueError(
@@ -374,8 +382,9 @@ def _run(inp, ret, gen, run, command, started, starting, plotter, session=None, 
                 output / "data" / f"{name}.parquet",
                 rejected_sink,
                 generator,
-                PromptTemplate.load("unit_test"),
+                PromptTemplate.load("unit_test", get_language(ret.language).PROMPT_DIR),
                 gen.sampling_for("test"),
+                ret.language,
             )
         except GenerationError as exc:
             logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
@@ -439,6 +448,7 @@ def retrieve(
         "shingle_size": ret.shingle_size,
         "file_timeout_s": ret.file_timeout_s,
         "benchmarks": tuple(benchmarks.used),
+        "language": ret.language,
     }
     ngrams_digest = hashlib.sha1(",".join(map(str, sorted(benchmarks.hashes))).encode()).hexdigest()[:12]
     settings = {k: v for k, v in kwargs.items() if k != "benchmark_ngrams"} | {
@@ -619,7 +629,15 @@ class RayDefineCheck(DefineCheck):
             self.pool = None
 
 
-def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, generator, template, sampling) -> dict:
+def write_tests(
+    retrieved: Path,
+    kept_path: Path,
+    rejected_sink: ParquetSink,
+    generator,
+    template,
+    sampling,
+    language: str = "python",
+) -> dict:
     """Test generation over all retrieved functions: one generation call, then parse each answer."""
     functions = Dataset(pq.read_table(retrieved))
     metadata = {
@@ -634,7 +652,7 @@ def write_tests(retrieved: Path, kept_path: Path, rejected_sink: ParquetSink, ge
         generate_tests_batch,
         batched=True,
         batch_size=None,  # the whole round in one engine call
-        fn_kwargs={"generator": generator, "template": template, "sampling": sampling},
+        fn_kwargs={"generator": generator, "template": template, "sampling": sampling, "language": language},
         new_fingerprint=fingerprint,
         keep_in_memory=True,
         desc="writing unit tests",
@@ -717,6 +735,7 @@ def write_card(output: Path, num_shards: int, command: str, plotter: FunnelPlott
         "funnel": total["funnel"],
         "dropped": total["dropped"],
         "usage": {"test": usage} if usage else {},
+        "languages": {first["settings"].get("language", "python"): counts_of_files(records)},
         "shards": len(records),
         "config_rows": {"default": kept, "rejected": sum(total["dropped"].values())},
     }
@@ -731,6 +750,11 @@ def write_card(output: Path, num_shards: int, command: str, plotter: FunnelPlott
     partial = output / ".README.md.partial"
     partial.write_text(card)
     partial.replace(output / "README.md")
+
+
+def counts_of_files(records: list[dict]) -> int:
+    """Files read by the finished shards (the card's count per language)."""
+    return sum(record["counts"]["files"] for record in records)
 
 
 def log_funnel(stats: dict) -> None:

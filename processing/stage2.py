@@ -35,7 +35,7 @@ from processing.engine import ChunkOutput, ChunksDeferred, LocalEngine, add_stat
 from processing.evalsets import BENCHMARKS as DECONTAMINATION_BENCHMARKS
 from processing.generation import AnswersMissing, GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import InputTable, publish_version, rows_digest
-from processing.languages import PromptTemplate, get_language
+from processing.languages import LANGUAGES, PromptTemplate, get_language
 from processing.schema import STAGE2_INPUT_COLUMNS, STAGE2_REJECTED_FEATURES, VERIFIED_FEATURES
 from processing.steps.fix import fix_round_batch, give_up_batch
 from processing.steps.format import check_published_batch, format_batch
@@ -47,7 +47,6 @@ from processing.steps.verify import verify_batch
 from sandbox import Sandbox, SandboxUnavailable, WorkerFailure, preflight
 
 logger = logging.getLogger("stage2")
-LANGUAGE = "python"
 # Rejections of rows that had passed their tests (by the guard, refine or the published-form check).
 REJECTED_AFTER_PASSING = frozenset(
     {
@@ -246,12 +245,60 @@ def split_rows(batch: dict[str, list]) -> dict[str, dict[str, list]]:
     }
 
 
+class Sandboxes:
+    """One sandbox per language the rows are in, started when first needed (Python's at once)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.started: dict[str, Sandbox] = {}
+
+    def start(self, language: str = "python") -> Sandbox:
+        if language not in self.started:
+            config = self.config if language == "python" else dataclasses.replace(self.config, language=language)
+            self.started[language] = Sandbox(config).start()
+        return self.started[language]
+
+    def close(self) -> None:
+        for sandbox in self.started.values():
+            sandbox.close()
+        self.started.clear()
+
+
 def process_chunk(
-    batch: dict[str, list], *, args: Stage2Args, generator, sandbox, templates: dict, sampling: dict[str, Sampling]
-) -> ChunkOutput:
-    """Every stage-2 step on one chunk of input columns."""
-    for optional in ("repo", "path", "licenses", "packages", "decontaminated_against"):
+    batch: dict[str, list], *, args: Stage2Args, generator, sandboxes: Sandboxes, templates: dict,
+    sampling: dict[str, Sampling],
+) -> ChunkOutput:  # fmt: skip
+    """Every stage-2 step on one chunk of input columns, the rows of each language with that
+    language's rules, prompts and sandbox (a row without a ``language`` is Python)."""
+    for optional in ("repo", "path", "licenses", "packages", "decontaminated_against", "language"):
         batch.setdefault(optional, [None] * len(batch["id"]))
+    batch["language"] = [language or "python" for language in batch["language"]]
+    languages = sorted(set(batch["language"]))
+    if len(languages) == 1:
+        return _process_language(
+            batch, languages[0], args=args, generator=generator, sandbox=sandboxes.start(languages[0]),
+            templates=templates[languages[0]], sampling=sampling,
+        )  # fmt: skip
+    rows: dict[str, dict[str, list]] = {}
+    stats: dict = {}
+    for language in languages:
+        keep = [i for i, each in enumerate(batch["language"]) if each == language]
+        part = _process_language(
+            {k: [v[i] for i in keep] for k, v in batch.items()}, language, args=args, generator=generator,
+            sandbox=sandboxes.start(language), templates=templates[language], sampling=sampling,
+        )  # fmt: skip
+        for config, columns in part.rows.items():
+            merged = rows.setdefault(config, {})
+            for name, values in columns.items():
+                merged.setdefault(name, []).extend(values)
+        stats = add_stats(stats, part.stats)
+    return ChunkOutput(rows, stats)
+
+
+def _process_language(
+    batch: dict[str, list], language: str, *, args: Stage2Args, generator, sandbox, templates: dict,
+    sampling: dict[str, Sampling],
+) -> ChunkOutput:  # fmt: skip
     usage_before = {step: asdict(usage) for step, usage in generator.by_step.items()}
     batch = verify_batch(batch, sandbox=sandbox)
     rounds_run = []
@@ -260,15 +307,15 @@ def process_chunk(
             break
         batch = fix_round_batch(
             batch, round_=round_, generator=generator, sandbox=sandbox, template=templates["fix"], sampling=sampling["fix"],
-            samples=args.samples, keep_variants=args.keep_variants, language=LANGUAGE,
+            samples=args.samples, keep_variants=args.keep_variants, language=language,
         )  # fmt: skip
         rounds_run.append(round_)
     batch = give_up_batch(batch)
-    batch = guard_batch(batch, sandbox=sandbox, language=LANGUAGE)
+    batch = guard_batch(batch, sandbox=sandbox, language=language)
     if not args.skip_refine:
         batch = refine_batch(
             batch, generator=generator, sandbox=sandbox, template=templates["refine"], sampling=sampling["refine"],
-            keep_unrefined=args.keep_unrefined, language=LANGUAGE,
+            keep_unrefined=args.keep_unrefined, language=language,
         )  # fmt: skip
     if args.skip_quality:
         batch = empty_quality(batch)
@@ -277,18 +324,19 @@ def process_chunk(
         def strengthen(rows: dict, round_: int, survivors: dict) -> tuple[dict, set[int]]:
             return strengthen_batch(
                 rows, generator=generator, sandbox=sandbox, template=templates["strengthen"],
-                sampling=sampling["strengthen"], round_=round_, survivors=survivors, language=LANGUAGE,
+                sampling=sampling["strengthen"], round_=round_, survivors=survivors, language=language,
             )  # fmt: skip
 
         batch = quality_batch(
             batch, sandbox=sandbox, max_mutants=args.max_mutants, seed=args.quality_seed,
-            min_mutation_score=args.min_mutation_score, min_line_coverage=args.min_line_coverage, language=LANGUAGE,
+            min_mutation_score=args.min_mutation_score, min_line_coverage=args.min_line_coverage, language=language,
             strengthen=strengthen if args.strengthen_rounds else None, strengthen_rounds=args.strengthen_rounds,
-            guard=lambda rows: guard_batch(rows, sandbox=sandbox, language=LANGUAGE),
+            guard=lambda rows: guard_batch(rows, sandbox=sandbox, language=language),
         )  # fmt: skip
-    batch = format_batch(batch, language=LANGUAGE)
+    batch = format_batch(batch, language=language)
     batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm)
     stats = chunk_counts(batch, rounds_run)
+    stats["languages"] = {language: len(batch["id"])}
     stats["usage"] = {
         step: {k: v - usage_before.get(step, {}).get(k, 0) for k, v in asdict(usage).items()}
         for step, usage in generator.by_step.items()
@@ -322,11 +370,12 @@ def run_settings(args: Stage2Args, described: str, generator, sampling: dict[str
             "min_mutation_score": args.min_mutation_score,
             "min_line_coverage": args.min_line_coverage,
             "strengthen_rounds": args.strengthen_rounds,
-            "operators": list(get_language(LANGUAGE).MUTATION_OPERATORS),
+            "operators": {name: list(get_language(name).MUTATION_OPERATORS) for name in LANGUAGES},
         },
-        "prompt_hashes": {k: t.hash for k, t in templates.items()},
+        "prompt_hashes": {
+            language: {name: template.hash for name, template in each.items()} for language, each in templates.items()
+        },
         "sandbox": config.fingerprint_fields() | {"preload": list(config.preload)},
-        "language": LANGUAGE,
     }
 
 
@@ -361,6 +410,7 @@ def shared_layout(total: dict, rounds: int) -> dict:
         "dropped": dict(Counter(total.get("dropped", {})).most_common()),
         "packages": dict(Counter(total.get("packages", {})).most_common()),
         "usage": total.get("usage", {}),
+        "languages": total.get("languages", {}),
         "quality": total.get("quality", {}) if any(q.get("rows") for q in total.get("quality", {}).values()) else {},
     }
 
@@ -487,16 +537,18 @@ class ChunkProcess:
     steps' settings; ``RayEngine`` builds one per worker with the worker's generator."""
 
     def __init__(self, generator, *, args: Stage2Args, config, templates: dict, sampling: dict[str, Sampling]):
-        self.sandbox = Sandbox(config).start()
+        self.sandboxes = Sandboxes(config)
+        self.sandboxes.start()
         self.run = functools.partial(
-            process_chunk, args=args, generator=generator, sandbox=self.sandbox, templates=templates, sampling=sampling
-        )
+            process_chunk, args=args, generator=generator, sandboxes=self.sandboxes, templates=templates,
+            sampling=sampling,
+        )  # fmt: skip
 
     def __call__(self, batch: dict[str, list]) -> ChunkOutput:
         return self.run(batch)
 
     def close(self) -> None:
-        self.sandbox.close()
+        self.sandboxes.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,8 +572,10 @@ def main(argv: list[str] | None = None) -> int:
             generator = build_generator(gen)
         steps = ("fix", "refine") + (("strengthen",) if args.strengthen_rounds and not args.skip_quality else ())
         sampling = {step: gen.sampling_for(step) for step in steps}  # per step, recorded in the card
-        lang = get_language(LANGUAGE)
-        templates = {name: PromptTemplate.load(name, lang.PROMPT_DIR) for name in steps}
+        templates = {  # every language's: a row's language decides which it gets
+            language: {name: PromptTemplate.load(name, get_language(language).PROMPT_DIR) for name in steps}
+            for language in LANGUAGES
+        }
         settings = run_settings(args, source.described, generator, sampling, templates, config)
         fingerprint = fingerprint_of(settings | {"num_shards": args.num_shards})
         layout = dict(
@@ -544,11 +598,12 @@ def main(argv: list[str] | None = None) -> int:
             engine = LocalEngine(args.output_dir, **layout)
         engine.prepare(overwrite=args.overwrite)
         if session is None:
-            sandbox = Sandbox(config).start()
+            sandbox = Sandboxes(config)
+            sandbox.start()
 
             def process(batch):
                 return process_chunk(
-                    batch, args=args, generator=generator, sandbox=sandbox, templates=templates, sampling=sampling
+                    batch, args=args, generator=generator, sandboxes=sandbox, templates=templates, sampling=sampling
                 )
     except (ValueError, GenerationError, SandboxUnavailable) as exc:
         logger.error("%s", exc)

@@ -377,6 +377,7 @@ def test_failed_push_keeps_the_local_output_and_says_so(real_sources, tmp_path, 
         (["--push"], "--push needs --repo_id"),
         (["--source_dir", "/x", "--input_dataset", "y"], "give one input"),
         (["--num_shards", "2", "--shard_index", "2"], "--shard_index must be in"),
+        (["--language", "cobol"], "--language must be one of python"),
     ],
 )
 def test_bad_arguments_stop_with_a_clear_message(args, message, capsys):
@@ -494,7 +495,7 @@ def good_source(tmp_path: Path) -> str:
 
 BAD_INPUT = {
     "missing source folder": (["--source_dir", "/nonexistent"], "--source_dir /nonexistent is not a directory"),
-    "source folder without Python files": (["--source_dir", "{tmp}/empty"], "no Python files found"),
+    "source folder without Python files": (["--source_dir", "{tmp}/empty"], "no .py files found"),
     "missing packages file": (["--source_dir", "{src}", "--packages_file", "{tmp}/none.txt"], "does not exist"),
     "bad package name": (["--source_dir", "{src}", "--packages", "numpy,not-a-module"], "import names"),
     "unknown benchmark": (["--source_dir", "{src}", "--decontaminate", "humaneval,apps"], "unknown benchmark 'apps'"),
@@ -634,3 +635,14 @@ def test_a_prompt_too_long_for_the_context_is_its_own_drop_reason(tmp_path):
     assert scripted_run(tmp_path, answers) == 0
     reasons = {r["function_name"]: (r["drop_reason"], r["detail"]) for r in rejected(tmp_path / "out")}
     assert reasons["silent"][0] == "prompt_too_long" and "context" in reasons["silent"][1]
+
+
+def test_every_row_of_both_configs_names_its_language_and_so_does_the_card(real_sources, tmp_path):
+    out = tmp_path / "out"
+    assert run("--source_dir", str(real_sources), "--output_dir", str(out), "--limit", "5") == 0
+    kept_rows = pq.read_table(out / "data" / "train-00000-of-00001.parquet").to_pylist()
+    rejected_rows = pq.read_table(out / "rejected" / "train-00000-of-00001.parquet").to_pylist()
+    assert kept_rows and rejected_rows
+    assert {row["language"] for row in kept_rows + rejected_rows} == {"python"}
+    card = (out / "README.md").read_text()
+    assert "Language: python" in card and "- python" in card.split("---")[1]  # a line and a YAML tag

@@ -137,6 +137,8 @@ def test_card_has_the_funnel_its_picture_and_valid_yaml(tmp_path, stage1_output)
     assert all(PromptTemplate.load(name).hash in card for name in ("fix", "refine"))
     assert (tmp_path / "out" / "funnel.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Generation" in card and "| fix | " in card and "| refine | " in card  # the model's work per step
+    assert "Language: python (5 input rows)" in card and "python" in header["tags"]  # rows without one are Python
+    assert {row["language"] for row in load(tmp_path / "out").to_list()} == {"python"}
 
 
 def test_keep_variants_keeps_extra_passing_versions(tmp_path, stage1_output):

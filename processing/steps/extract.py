@@ -116,7 +116,7 @@ def _extract(
         if content is None and batch["local_path"][i] and not read_error:
             content, hexsha, read_error = read_source(batch["local_path"][i], max_bytes)
         file_licenses = list(batch["max_stars_repo_licenses"][i] or [])
-        source = {"repo": repo, "path": path, "hexsha": hexsha, "licenses": file_licenses}
+        source = {"repo": repo, "path": path, "hexsha": hexsha, "licenses": file_licenses, "language": language}
         file_row = {**source, "id": row_id(repo, path, hexsha), "level": "file", "file_bytes": batch["size"][i]}
         if read_error:
             reason, _, detail = read_error.partition(":")
