@@ -11,7 +11,10 @@ limits; the lines and arcs of the code that ran, summarized by
 ``sandbox.coverage_report.summarize``) and ``confirm(pairs, hash_seed=..., order_seed=...)``
 (a fresh interpreter with another hash seed and test order).
 
-CLI: ``python -m sandbox verify IN.jsonl -o OUT.jsonl``. The threat model is in
+JavaScript (``node:test`` tests, run by Node under the same isolation):
+``SandboxConfig(language="javascript")``, after ``python -m sandbox setup javascript``.
+
+CLI: ``python -m sandbox verify IN.jsonl -o OUT.jsonl [--language javascript]``. The threat model is in
 ``sandbox/README.md``.
 """
 

@@ -1738,6 +1738,29 @@ def _exec_driver(req, nonce, result_fd):
     os.execve(sys.executable, argv, env)
 
 
+def _exec_node(req, nonce, result_fd):
+    """The JavaScript runner: node runs the trusted driver (``sandbox/_js_driver.mjs``) on
+    the program's file, in this isolated process. The nonce travels on a pipe the driver
+    reads and closes before the program's code exists; the packages folder is reached
+    through a ``node_modules`` link next to the program (CommonJS and ES modules both look
+    there). Never returns."""
+    js = CONFIG["javascript"]
+    name = "program.mjs" if req.get("module") == "esm" else "program.cjs"
+    path = os.path.join(os.getcwd(), name)
+    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+        f.write(req["code"].rstrip("\n") + "\n\n\n" + req["test_code"])
+    if js.get("node_modules"):
+        os.symlink(js["node_modules"], "node_modules")
+    nonce_read, nonce_write = os.pipe()
+    _write_all(nonce_write, nonce)
+    os.close(nonce_write)
+    os.set_inheritable(result_fd, True)
+    os.set_inheritable(nonce_read, True)
+    argv = [js["node"], *js["node_flags"], js["driver"], str(result_fd), str(nonce_read), path]
+    argv += [json.dumps(req["test_locations"]), str(int(CONFIG.get("trace_chars", 2000)))]
+    os.execve(js["node"], argv, dict(os.environ))
+
+
 def _runner_main(req, fds):
     """PID 1 of the program's namespaces. Never returns."""
     status = 70
@@ -1745,10 +1768,14 @@ def _runner_main(req, fds):
         limits = CONFIG["limits"]
         if req.get("cpu_seconds") is not None:  # the program's own time limit (Sandbox.verify(timeouts=...))
             limits = {**limits, "cpu_seconds": max(1, int(req["cpu_seconds"]))}
+        if req.get("language") == "javascript":  # V8 reserves address space it never uses (see javascript.py)
+            limits = {**limits, "memory_bytes": limits["memory_bytes"] + CONFIG["javascript"]["reserve_bytes"]}
         result_fd = _isolation.isolate(limits, CONFIG["uid"], fds)
         # From here on, anything that goes wrong is the program's doing, not ours.
         _write_all(result_fd, SETUP_DONE)
         status = 73
+        if req.get("language") == "javascript":
+            _exec_node(req, _receive_nonce(result_fd), result_fd)
         if req.get("driver"):
             _exec_driver(req, _receive_nonce(result_fd), result_fd)
         # Re-seed what the zygote's modules seeded once, so programs do not share streams.

@@ -249,6 +249,19 @@ def _etc_files(directory: str, uid: int | None) -> dict[str, str]:
 
 
 def zygote_settings(config: SandboxConfig, uid: int | None) -> dict:
+    if config.language == "javascript":
+        from sandbox import javascript
+
+        # A JavaScript worker's zygote preloads nothing: each program execs node.
+        return {
+            "preload": [],
+            "limits": config.limits(),
+            "uid": uid,
+            "output_bytes": config.output_bytes,
+            "trace_chars": config.trace_chars,
+            "language": "javascript",
+            "javascript": javascript.worker_settings(config),
+        }
     return {
         "preload": list(installed(config.preload)),
         "limits": config.limits(),
@@ -303,6 +316,11 @@ def _command(config: SandboxConfig, etc_dir: str, bwrap: str, uid: int | None) -
         empty = os.path.join(etc_dir, "empty")
         os.makedirs(empty, exist_ok=True)
         binds += [("--ro-bind", empty, path) for path in hidden]
+    if config.language == "javascript":
+        from sandbox import javascript
+
+        binds += [("--ro-bind", host, inside) for host, inside in javascript.binds()]
+        binds.append(("--ro-bind", str(javascript.DRIVER_SOURCE), javascript.DRIVER_INSIDE))
     binds.append(("--ro-bind", str(ZYGOTE_SOURCE), ZYGOTE_INSIDE))
     binds.append(("--ro-bind", str(ISOLATION_SOURCE), ISOLATION_INSIDE))
     # bwrap would create missing parents with restrictive modes (and a Python under
@@ -357,6 +375,10 @@ def check_installation(paths: dict[str, str] | None = None) -> None:
 def preflight(config: SandboxConfig) -> str:
     """Check that bwrap can build the sandbox here; return the bwrap path or raise."""
     check_installation()
+    if config.language == "javascript":
+        from sandbox import javascript
+
+        javascript.check_ready()
     bwrap = find_bwrap(config.bwrap)
     with tempfile.TemporaryDirectory(prefix="unitcoder-etc-") as etc_dir:
         cmd = _command(config, etc_dir, bwrap, UID_BASE if running_as_root() else None)  # runs no program

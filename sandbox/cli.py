@@ -13,6 +13,7 @@ error; 3 when the sandbox cannot run on this machine; 4 when some rows could onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from sandbox.bwrap import SandboxUnavailable
-from sandbox.config import SandboxConfig
+from sandbox.config import LANGUAGES, SandboxConfig
 from sandbox.pool import Sandbox, SandboxBroken, WorkerFailure
 from sandbox.verdict import REJECTED, SANDBOX_ERROR, VerifyResult, encodable
 
@@ -77,7 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
         "{lines, arcs}, or null when not measured); verdicts are the same as without it",
     )
     add_dataclass_arguments(verify, SandboxConfig)
+    setup = sub.add_parser("setup", help="install what a language's sandbox needs (JavaScript: its npm packages)")
+    setup.add_argument("language", choices=["javascript"], help="the language to set up")
+    setup.add_argument(
+        "--folder",
+        default=None,
+        help="where to install the packages (default: $UNITCODER_JS_PACKAGES, else "
+        "$XDG_DATA_HOME/unitcoder/javascript, else ~/.local/share/unitcoder/javascript); "
+        "set UNITCODER_JS_PACKAGES to the same folder for the sandbox to find them",
+    )
+    setup.add_argument("--log_level", default="INFO", help="logging level (default: INFO)")
     return parser
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sandbox import javascript
+
+    folder = Path(args.folder).expanduser() if args.folder else javascript.packages_dir()
+    try:
+        changed = javascript.setup(folder)
+    except SandboxUnavailable as exc:
+        logger.error("%s", exc)
+        return EXIT_UNAVAILABLE
+    if changed:
+        logger.info("installed %d JavaScript packages into %s", len(javascript.package_list()), folder)
+    return EXIT_OK
 
 
 def output_row(row_id: object, result: VerifyResult, coverage: bool = False) -> dict:
@@ -100,17 +127,29 @@ def count_rows(path: str) -> int | None:
 
 def parse_line(number: int, line: str) -> tuple[object, str, str] | tuple[object, None, str]:
     """(id, code, test_code), or (id, None, problem) for a malformed line."""
+    row_id, code, extra, _ = parse_row(number, line)
+    return row_id, code, extra
+
+
+def parse_row(number: int, line: str, default_language: str = "python") -> tuple[object, str | None, str, str]:
+    """(id, code, test_code, language), or (id, None, problem, language) for a malformed line.
+    A row's own ``language`` field wins over ``default_language`` (``--language``)."""
     try:
         row = json.loads(line)
     except ValueError as exc:
-        return None, None, f"line {number}: not valid JSON ({exc})"
+        return None, None, f"line {number}: not valid JSON ({exc})", default_language
     if not isinstance(row, dict):
-        return None, None, f"line {number}: expected a JSON object, got {type(row).__name__}"
+        return None, None, f"line {number}: expected a JSON object, got {type(row).__name__}", default_language
     row_id = row.get("id")
     for key in ("code", "test_code"):
         if not isinstance(row.get(key), str):
-            return row_id, None, f"line {number}: '{key}' must be a string"
-    return row_id, row["code"], row["test_code"]
+            return row_id, None, f"line {number}: '{key}' must be a string", default_language
+    language = row.get("language", default_language)
+    if language is None:
+        language = default_language
+    if language not in LANGUAGES:
+        return row_id, None, f"line {number}: 'language' must be one of {', '.join(LANGUAGES)}", default_language
+    return row_id, row["code"], row["test_code"], language
 
 
 def read_chunks(stream: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
@@ -147,23 +186,36 @@ def run_verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         logger.error("cannot write %s: %s", args.output, exc.strerror)
         return EXIT_USAGE
+    sandboxes: dict[str, Sandbox] = {}
+
+    def sandbox_for(language: str) -> Sandbox:
+        # One pool per language, started when the first row of that language comes.
+        if language not in sandboxes:
+            confirm = config.confirm and language == "python"  # (the second opinion is Python's)
+            sandboxes[language] = Sandbox(dataclasses.replace(config, language=language, confirm=confirm)).start()
+        return sandboxes[language]
+
     try:
-        with Sandbox(config) as sandbox:
+        with contextlib.ExitStack() as stack:
+            stack.callback(lambda: [pool.close() for pool in sandboxes.values()])
+            sandbox_for(config.language)  # the configured language's pool starts (or fails) before any row
             bar = None
             if not args.no_progress:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=count_rows(args.input), desc="verifying", unit="prog")
             for chunk in read_chunks(source, args.chunk_size):
-                parsed = [parse_line(number, line) for number, line in chunk]
-                todo = [(code, tests) for _, code, tests in parsed if code is not None]
-                verdicts = iter(sandbox.verify(todo, coverage=args.coverage))
-                for row_id, code, extra in parsed:
+                parsed = [parse_row(number, line, config.language) for number, line in chunk]
+                by_language: dict[str, Iterator[VerifyResult]] = {}
+                for language in dict.fromkeys(lang for _, code, _, lang in parsed if code is not None):
+                    todo = [(code, tests) for _, code, tests, lang in parsed if code is not None and lang == language]
+                    by_language[language] = iter(sandbox_for(language).verify(todo, coverage=args.coverage))
+                for row_id, code, extra, language in parsed:
                     if code is None:
                         logger.warning("malformed input, %s", extra)
                         result = VerifyResult(REJECTED, details=extra, reason="malformed_input")
                     else:
-                        result = next(verdicts)
+                        result = next(by_language[language])
                     counts[result.status] += 1
                     row = output_row(row_id, result, coverage=args.coverage)
                     sink.write(encodable(json.dumps(row, ensure_ascii=False)) + "\n")
@@ -200,4 +252,6 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "setup":
+        return run_setup(args)
     return run_verify(args)

