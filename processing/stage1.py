@@ -68,6 +68,7 @@ logger = logging.getLogger("stage1")
 # The code whose behaviour decides which rows come out: part of the extraction's fingerprint.
 CODE_VERSION_FILES = (
     "languages/python/functions.py",
+    "languages/common.py",
     "steps/extract.py",
     "steps/select.py",
     "steps/define.py",

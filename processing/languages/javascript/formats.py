@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from tree_sitter import Node
 
+from processing.languages.common import chat_pair
 from processing.languages.javascript.answers import code_blocks
 from processing.languages.javascript.functions import _jsdoc_start
 from processing.languages.javascript.syntax import leaf_tokens, target
@@ -196,14 +197,8 @@ def completion_instruction(function_name: str, prompt: str, docstring: bool = Tr
 
 def chat_messages(code: str, function_name: str, prompt: str) -> list[dict]:
     """An instruction-tuning pair: the task from the prompt, exactly ``code`` as the answer."""
-    answer = code if code.endswith("\n") else code + "\n"
-    return [
-        {
-            "role": "user",
-            "content": completion_instruction(function_name, prompt, has_docstring(code, function_name)),
-        },
-        {"role": "assistant", "content": f"```javascript\n{answer}```"},
-    ]
+    instruction = completion_instruction(function_name, prompt, has_docstring(code, function_name))
+    return chat_pair(code, instruction, "javascript")
 
 
 def published_form_problem(code: str, function_name: str, prompt: str, completion: str, messages: list[dict]):

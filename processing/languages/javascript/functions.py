@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from tree_sitter import Node
 
+from processing.languages.common import file_gate
 from processing.languages.javascript.syntax import (
     DECLARATION_TYPES,
     FUNCTION_TYPES,
@@ -471,16 +472,9 @@ def analyse_file(
     max_bytes: int,
 ) -> FileRecord:
     """Verdict on one file, and on each of its top-level functions if it gets that far."""
-    if content is None:
-        return FileRecord("unreadable")
-    if "\x00" in content:
-        return FileRecord("binary")
-    if not content.strip():
-        return FileRecord("empty")
-    if len(content) > max_bytes:
-        return FileRecord("too_large", f"{len(content)} characters")
-    if not prefilter.search(content):
-        return FileRecord("no_target_import")
+    gate = file_gate(content, prefilter, max_bytes)
+    if gate is not None:
+        return FileRecord(*gate)
     if "function" not in content and "=>" not in content:
         return FileRecord("no_top_level_function")
     tree, data = parse(content)

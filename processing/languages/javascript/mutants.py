@@ -21,13 +21,12 @@ seed and the code (``sample_mutants``), the operators taking turns, as Python's.
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 from dataclasses import dataclass
 
 from tree_sitter import Node
 
+from processing.languages.common import sample_in_turns
 from processing.languages.javascript.syntax import FUNCTION_TYPES, parse, target, text, walk
 from processing.languages.python.mutants import Mutant
 
@@ -226,26 +225,9 @@ def all_mutants(code: str) -> list[Mutant]:
 
 def sample_mutants(code: str, limit: int, seed: int = 0) -> list[Mutant]:
     """At most ``limit`` mutants of ``code``, a sample seeded by ``seed`` and the code, in
-    source order, the operators taking turns (as Python's ``sample_mutants``)."""
+    source order, the operators taking turns (``languages.common.sample_in_turns``)."""
     data, edits = _edits(code)
-    digest = int.from_bytes(hashlib.sha256(f"{seed}:{code}".encode()).digest()[:8], "big")
-    rng = random.Random(digest)
-    groups: dict[str, list[int]] = {}
-    for index, edit in enumerate(edits):
-        groups.setdefault(edit.operator, []).append(index)
-    queues = [rng.sample(members, len(members)) for _, members in sorted(groups.items())]
-    chosen: dict[int, Mutant] = {}
-    seen: set[str] = set()
-    while len(chosen) < limit and any(queues):
-        for queue in queues:
-            while queue and len(chosen) < limit:
-                index = queue.pop()
-                mutant = _mutant(code, data, edits[index])
-                if mutant is not None and mutant.code not in seen:
-                    seen.add(mutant.code)
-                    chosen[index] = mutant
-                    break
-    return [chosen[index] for index in sorted(chosen)]
+    return sample_in_turns(code, edits, lambda edit: edit.operator, lambda edit: _mutant(code, data, edit), limit, seed)
 
 
 def function_lines(code: str, function_name: str) -> tuple[int, int] | None:

@@ -17,6 +17,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from processing.languages.common import file_gate
 from processing.packages import importable
 
 BUILTIN_NAMES = frozenset(dir(builtins)) | {"__name__", "__doc__"}
@@ -387,16 +388,9 @@ def analyse_file(
     max_bytes: int,
 ) -> FileRecord:
     """Verdict on one file, and on each of its top-level functions if it gets that far."""
-    if content is None:
-        return FileRecord("unreadable")
-    if "\x00" in content:
-        return FileRecord("binary")
-    if not content.strip():
-        return FileRecord("empty")
-    if len(content) > max_bytes:
-        return FileRecord("too_large", f"{len(content)} characters")
-    if not prefilter.search(content):
-        return FileRecord("no_target_import")
+    gate = file_gate(content, prefilter, max_bytes)
+    if gate is not None:
+        return FileRecord(*gate)
     if not TOP_LEVEL_DEF_RE.search(content):
         return FileRecord("no_top_level_function")
     lines = split_lines(content)

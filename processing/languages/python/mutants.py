@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import ast
 import difflib
-import hashlib
-import random
 from dataclasses import dataclass
+
+from processing.languages.common import sample_in_turns
 
 OPERATORS = (
     "arithmetic",
@@ -263,28 +263,10 @@ def all_mutants(code: str) -> list[Mutant]:
 
 def sample_mutants(code: str, limit: int, seed: int = 0) -> list[Mutant]:
     """At most ``limit`` mutants of ``code``, a sample seeded by ``seed`` and the code itself
-    (the same on every machine), in source order: the candidate edits of each operator are
-    shuffled, the operators take turns, and only the edits drawn are applied and parsed
-    (a large function has thousands of candidates)."""
+    (``languages.common.sample_in_turns``): only the edits drawn are applied and parsed (a
+    large function has thousands of candidates)."""
     source, edits = _edits(code)
-    digest = int.from_bytes(hashlib.sha256(f"{seed}:{code}".encode()).digest()[:8], "big")
-    rng = random.Random(digest)
-    groups: dict[str, list[int]] = {}
-    for index, edit in enumerate(edits):
-        groups.setdefault(edit.operator, []).append(index)
-    queues = [rng.sample(members, len(members)) for _, members in sorted(groups.items())]
-    chosen: dict[int, Mutant] = {}
-    seen: set[str] = set()
-    while len(chosen) < limit and any(queues):
-        for queue in queues:  # one of each operator in turn: constants do not crowd out the rest
-            while queue and len(chosen) < limit:
-                index = queue.pop()
-                mutant = _mutant(source, edits[index])
-                if mutant is not None and mutant.code not in seen:
-                    seen.add(mutant.code)
-                    chosen[index] = mutant
-                    break
-    return [chosen[index] for index in sorted(chosen)]
+    return sample_in_turns(code, edits, lambda edit: edit.operator, lambda edit: _mutant(source, edit), limit, seed)
 
 
 def function_lines(code: str, function_name: str) -> tuple[int, int] | None:

@@ -1,0 +1,59 @@
+"""What every language package does the same way, whatever its syntax: the file checks made
+before parsing, the seeded sample of mutants, and the chat pair of a published row."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable, Sequence
+
+
+def file_gate(content: str | None, prefilter: re.Pattern, max_bytes: int) -> tuple[str, str] | None:
+    """(drop reason, detail) of a file that cannot hold a kept function, known without
+    parsing it (unreadable, binary, empty, too large, no import of a target package); None
+    to go on."""
+    if content is None:
+        return "unreadable", ""
+    if "\x00" in content:
+        return "binary", ""
+    if not content.strip():
+        return "empty", ""
+    if len(content) > max_bytes:
+        return "too_large", f"{len(content)} characters"
+    if not prefilter.search(content):
+        return "no_target_import", ""
+    return None
+
+
+def sample_in_turns(code: str, edits: Sequence, operator: Callable, make: Callable, limit: int, seed: int) -> list:
+    """At most ``limit`` mutants of ``code`` from its candidate ``edits``, a sample seeded by
+    ``seed`` and the code itself (the same on every machine), in source order: each
+    operator's edits are shuffled, the operators take turns (constants do not crowd out the
+    rest), and only the edits drawn are made (``make(edit)``: a mutant with ``.code``, or
+    None when the edit does not give a program); a mutant equal to one already drawn is
+    skipped."""
+    digest = int.from_bytes(hashlib.sha256(f"{seed}:{code}".encode()).digest()[:8], "big")
+    rng = random.Random(digest)
+    groups: dict[str, list[int]] = {}
+    for index, edit in enumerate(edits):
+        groups.setdefault(operator(edit), []).append(index)
+    queues = [rng.sample(members, len(members)) for _, members in sorted(groups.items())]
+    chosen: dict[int, object] = {}
+    seen: set[str] = set()
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            while queue and len(chosen) < limit:
+                index = queue.pop()
+                mutant = make(edits[index])
+                if mutant is not None and mutant.code not in seen:
+                    seen.add(mutant.code)
+                    chosen[index] = mutant
+                    break
+    return [chosen[index] for index in sorted(chosen)]
+
+
+def chat_pair(code: str, instruction: str, fence: str) -> list[dict]:
+    """An instruction-tuning pair: the task, then exactly ``code`` as the answer in a fence."""
+    answer = code if code.endswith("\n") else code + "\n"
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": f"```{fence}\n{answer}```"}]
