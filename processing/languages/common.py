@@ -57,3 +57,21 @@ def chat_pair(code: str, instruction: str, fence: str) -> list[dict]:
     """An instruction-tuning pair: the task, then exactly ``code`` as the answer in a fence."""
     answer = code if code.endswith("\n") else code + "\n"
     return [{"role": "user", "content": instruction}, {"role": "assistant", "content": f"```{fence}\n{answer}```"}]
+
+
+def function_from_answer(
+    answer: str | None, blocks: list[str], defines: Callable[[str], bool], parses: Callable[[str], bool], lenient: bool
+) -> tuple[str | None, str]:
+    """(code, why not): the first of the answer's code ``blocks`` (or the whole answer) that
+    ``defines`` the wanted function. With ``lenient`` (evaluation, where an answer may be a
+    body only), an answer without such a block still gives code: its first block that
+    ``parses``, else its first block, else the answer itself."""
+    if answer is None:
+        return None, "no_answer"
+    for candidate in blocks + [answer]:
+        if defines(candidate):
+            return candidate.strip("\n") + "\n", ""
+    if not lenient:
+        return None, "no_function_in_answer"
+    parsing = next((b for b in blocks if parses(b)), None)
+    return (parsing if parsing is not None else blocks[0] if blocks else answer), ""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
+from processing.languages.common import function_from_answer
 from processing.languages.javascript.functions import is_relative, pattern_names, require_specifier
 from processing.languages.javascript.syntax import FUNCTION_TYPES, parse, string_value, target, text, walk
 
@@ -54,16 +55,13 @@ def code_from_answer(answer: str | None, function_name: str, lenient: bool = Fal
     """(code, why not): the first code block (or the whole answer) that defines
     ``function_name`` at top level; with ``lenient``, as Python's (first block that parses,
     else the first block, else the answer)."""
-    if answer is None:
-        return None, "no_answer"
-    blocks = code_blocks(answer)
-    for candidate in blocks + [answer]:
-        if target(candidate, function_name) is not None:
-            return candidate.strip("\n") + "\n", ""
-    if not lenient:
-        return None, "no_function_in_answer"
-    parsing = next((b for b in blocks if _parses(b) is not None), None)
-    return (parsing if parsing is not None else blocks[0] if blocks else answer), ""
+    return function_from_answer(
+        answer,
+        code_blocks(answer) if answer is not None else [],
+        lambda source: target(source, function_name) is not None,
+        lambda source: _parses(source) is not None,
+        lenient,
+    )
 
 
 @dataclass

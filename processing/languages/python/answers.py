@@ -13,6 +13,7 @@ import ast
 import re
 from dataclasses import dataclass
 
+from processing.languages.common import function_from_answer
 from sandbox.static import count_tests
 
 FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.S)
@@ -49,16 +50,13 @@ def code_from_answer(answer: str | None, function_name: str, lenient: bool = Fal
     such a block still gives code: its first block that parses, else its first block,
     else the answer itself.
     """
-    if answer is None:
-        return None, "no_answer"
-    blocks = code_blocks(answer)
-    for candidate in blocks + [answer]:
-        if _defines(_parses(candidate), function_name):
-            return candidate.strip("\n") + "\n", ""
-    if not lenient:
-        return None, "no_function_in_answer"
-    parsing = next((b for b in blocks if _parses(b) is not None), None)
-    return (parsing if parsing is not None else blocks[0] if blocks else answer), ""
+    return function_from_answer(
+        answer,
+        code_blocks(answer) if answer is not None else [],
+        lambda source: _defines(_parses(source), function_name),
+        lambda source: _parses(source) is not None,
+        lenient,
+    )
 
 
 @dataclass
