@@ -239,12 +239,15 @@ class SandboxArgs:
         if self.sandbox_timeout <= 0 or self.sandbox_memory_mb < 64:
             raise ValueError("need --sandbox_timeout > 0 and --sandbox_memory_mb >= 64")
 
-    def config(self):
-        """The ``SandboxConfig`` these flags describe (imported late: parsing flags starts nothing)."""
+    def config(self, language: str = "python"):
+        """The ``SandboxConfig`` these flags describe for programs in ``language`` (imported
+        late: parsing flags starts nothing)."""
         from sandbox import SandboxConfig
 
         workers = {"workers": self.sandbox_workers} if self.sandbox_workers else {}  # default: all cores
-        return SandboxConfig(timeout=self.sandbox_timeout, memory_mb=self.sandbox_memory_mb, **workers)
+        return SandboxConfig(
+            timeout=self.sandbox_timeout, memory_mb=self.sandbox_memory_mb, language=language, **workers
+        )
 
 
 @dataclasses.dataclass

@@ -53,8 +53,20 @@ def git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def installed_source_roots() -> list[str]:
-    """Where this interpreter's standard library and site-packages live."""
+def installed_source_roots(language: str = "python") -> list[str]:
+    """The embedded corpus: where this interpreter's standard library and site-packages
+    live; for JavaScript, the npm packages the sandbox installed and those Node ships (npm
+    itself, corepack: ``lib/node_modules`` of the ``node`` that runs programs)."""
+    if language == "javascript":
+        from sandbox.javascript import SETUP_HINT, find_node, packages_dir
+
+        modules = packages_dir() / "node_modules"
+        if not modules.is_dir():
+            raise ValueError(
+                f"no JavaScript packages are installed in {modules.parent} to read as a corpus: {SETUP_HINT}"
+            )
+        bundled = Path(find_node()).resolve().parent.parent / "lib" / "node_modules"
+        return [os.path.realpath(r) for r in (modules, bundled) if r.is_dir()]
     paths = sysconfig.get_paths()
     roots = [paths["stdlib"], paths["purelib"], paths["platlib"]]
     return sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
@@ -225,18 +237,24 @@ def load_corpus(
     streaming: bool,
     num_proc: int | None,
     suffixes: tuple[str, ...] = SOURCE_SUFFIXES,
+    language: str = "python",
 ) -> tuple[Dataset | IterableDataset, str]:
     """The input rows (Stack schema) and a one-line description of where they came from.
 
     Raises ValueError with one sentence when the input cannot be read (a Hub dataset that
     does not exist or cannot be reached, files without a ``content`` column, folders
-    without Python files)."""
+    without source files of the language)."""
     if source_dirs is not None or (dataset is None and not data_files):
-        roots = source_dirs or installed_source_roots()
+        roots = source_dirs or installed_source_roots(language)
         for root in roots:
             if not os.path.isdir(root):
                 raise ValueError(f"--source_dir {root} is not a directory; give folders of code")
-        described = "installed Python sources " if source_dirs is None else "source folders "
+        installed = (
+            "installed JavaScript packages (the sandbox's and Node's) "
+            if language == "javascript"
+            else "installed Python sources "
+        )
+        described = installed if source_dirs is None else "source folders "
         described += ", ".join(public_name(root) for root in roots)
         kwargs = {"files": source_files(roots, suffixes)}
         if not kwargs["files"]:

@@ -214,18 +214,19 @@ class BenchmarkNgrams:
 
 
 def load_benchmarks(names: tuple[str, ...], n: int, hub_reachable: bool, language: str = "python") -> BenchmarkNgrams:
-    """The n-grams of the named benchmarks' reference solutions (``processing.evalsets``):
-    HumanEval always; MBPP and BigCodeBench when the Hub is reachable, otherwise skipped
-    with the reason (logged, and kept in ``skipped``). Unknown names raise ValueError."""
-    evalsets.check_names(names)
+    """The n-grams of the named benchmarks' reference solutions in ``language``
+    (``processing.evalsets``): Python's HumanEval always; the others when the Hub is
+    reachable, otherwise skipped with the reason (logged, and kept in ``skipped``).
+    Unknown names, or names without a version in ``language``, raise ValueError."""
+    evalsets.check_names(names, language)
     ngrams = BenchmarkNgrams(n, language)
     for name in names:
         try:
-            rows = evalsets.load_rows(name, hub_reachable=hub_reachable)
+            rows = evalsets.load_rows(name, hub_reachable=hub_reachable, language=language)
         except evalsets.BenchmarkUnavailable as exc:  # a moved dataset must not stop retrieval: say so and go on
             ngrams.skipped[name] = str(exc)
             continue
-        ngrams.add(name, evalsets.solutions(name, rows))
+        ngrams.add(name, evalsets.solutions(name, rows, language))
     for name, why in ngrams.skipped.items():
         logger.warning("decontamination against %s skipped: %s", name, why)
     return ngrams

@@ -19,6 +19,13 @@ skips that benchmark and logs the reason, evaluation skips it and reports it.
 ``solutions(name, rows)`` gives each problem's reference program (what decontamination
 compares against); evaluation builds its prompts and tests from the same rows.
 
+Other languages: ``LANGUAGE_BENCHMARKS`` says which of these have a version in a
+language. JavaScript's are MultiPL-E's translations of HumanEval and MBPP
+(``nuprl/MultiPL-E``, configs ``humaneval-js`` and ``mbpp-js``; Cassano et al., 2023),
+from the Hub only: they hold each problem's translated prompt (signature and doc
+comment) and tests, no solution, so decontamination compares functions with those.
+BigCodeBench has no JavaScript version.
+
 The Hub repo ids and splits live here and nowhere else.
 """
 
@@ -51,6 +58,14 @@ SOLUTION_FIELDS = {
     "mbpp": ("code",),
     "bigcodebench": ("complete_prompt", "canonical_solution"),
 }
+# The benchmarks that exist in each language (``--language`` of stage 1).
+LANGUAGE_BENCHMARKS = {"python": BENCHMARKS, "javascript": ("humaneval", "mbpp")}
+# MultiPL-E's translations: (language, benchmark) -> where they live on the Hub.
+MULTIPL_E = {
+    ("javascript", "humaneval"): HubSource("nuprl/MultiPL-E", "humaneval-js", "test"),
+    ("javascript", "mbpp"): HubSource("nuprl/MultiPL-E", "mbpp-js", "test"),
+}
+MULTIPL_E_FIELDS = ("prompt", "tests")  # what a translated problem holds of the original's text
 OFFLINE_REASON = "the Hugging Face Hub is not reachable from here, and the benchmark ships no local copy"
 
 
@@ -69,11 +84,26 @@ def hub_source(
     raise ValueError(f"{name!r} is not a Hub benchmark; the Hub benchmarks are {', '.join(HUB_BENCHMARKS)}")
 
 
-def check_names(names) -> None:
-    """Raise ValueError naming the first unknown benchmark name, if any."""
+def check_names(names, language: str = "python") -> None:
+    """Raise ValueError naming the first unknown benchmark name (or one without a version
+    in ``language``), if any."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    available = benchmarks_for(language)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"benchmark {missing[0]!r} has no {language} version; choose from {', '.join(available)}")
+
+
+def benchmarks_for(language: str) -> tuple[str, ...]:
+    """The benchmarks that have a version in ``language``."""
+    return LANGUAGE_BENCHMARKS.get(language, ())
+
+
+def needs_hub(names, language: str = "python") -> bool:
+    """Whether loading these benchmarks in ``language`` needs the Hub (all but Python's HumanEval)."""
+    return any(language != "python" or name != "humaneval" for name in names)
 
 
 def humaneval_rows() -> list[dict]:
@@ -101,17 +131,21 @@ def load_rows(
     hub_reachable: bool | None = None,
     bigcodebench_subset: str = "full",
     bigcodebench_split: str = BIGCODEBENCH_SPLIT,
+    language: str = "python",
 ) -> list[dict]:
-    """The rows of one benchmark.
+    """The rows of one benchmark (in ``language``: Python's own, or MultiPL-E's translation).
 
     ``hub_reachable``: whether to try the Hub for MBPP and BigCodeBench; None checks it
     (``processing.hub.hub_reachable``). Raises ValueError for an unknown name and
     BenchmarkUnavailable when a Hub benchmark cannot be loaded.
     """
-    check_names([name])
-    if name == "humaneval":
+    check_names([name], language)
+    if language == "python" and name == "humaneval":
         return humaneval_rows()
-    source = hub_source(name, bigcodebench_subset=bigcodebench_subset, bigcodebench_split=bigcodebench_split)
+    if language == "python":
+        source = hub_source(name, bigcodebench_subset=bigcodebench_subset, bigcodebench_split=bigcodebench_split)
+    else:
+        source = MULTIPL_E[(language, name)]
     if hub_reachable is None:
         from processing.hub import hub_reachable as check
 
@@ -121,7 +155,8 @@ def load_rows(
     return hub_rows(source)
 
 
-def solutions(name: str, rows: list[dict]) -> list[str]:
-    """The reference program of every row: what decontamination compares functions with."""
-    fields = SOLUTION_FIELDS[name]
+def solutions(name: str, rows: list[dict], language: str = "python") -> list[str]:
+    """The reference program of every row: what decontamination compares functions with
+    (for a MultiPL-E translation, which has no solution: its prompt and tests)."""
+    fields = SOLUTION_FIELDS[name] if language == "python" else MULTIPL_E_FIELDS
     return ["".join(row.get(f) or "" for f in fields) for row in rows]

@@ -50,7 +50,7 @@ from processing.args import EngineArgs, SandboxArgs, start_script
 from processing.corpus import check_input, load_corpus, shard_corpus
 from processing.dedup import Deduplicator, load_benchmarks
 from processing.engine import add_stats
-from processing.evalsets import BENCHMARKS, check_names
+from processing.evalsets import benchmarks_for, check_names, needs_hub
 from processing.generation import GenerationArgs, GenerationError, build_generator
 from processing.globaldedup import CandidateLog, global_pass
 from processing.hub import ParquetSink, hub_reachable, push_folder, shard_name
@@ -68,6 +68,8 @@ logger = logging.getLogger("stage1")
 # The code whose behaviour decides which rows come out: part of the extraction's fingerprint.
 CODE_VERSION_FILES = (
     "languages/python/functions.py",
+    "languages/javascript/functions.py",
+    "languages/javascript/syntax.py",
     "languages/common.py",
     "steps/extract.py",
     "steps/select.py",
@@ -131,7 +133,11 @@ class RetrievalArgs:
         metadata={"help": f"the corpus's language: {', '.join(LANGUAGES)} (its retrieval rules, prompts and runner)"},
     )
     packages: str | None = field(
-        default=None, metadata={"help": "comma-separated target packages (import names); default: BigCodeBench's 139"}
+        default=None,
+        metadata={
+            "help": "comma-separated target packages (import names; npm names for JavaScript); default: BigCodeBench's "
+            "139 for Python, Node's built-in modules and the sandbox's npm packages for JavaScript"
+        },
     )
     packages_file: str | None = field(default=None, metadata={"help": "file with one target package per line"})
     dedup_threshold: float = field(
@@ -139,9 +145,12 @@ class RetrievalArgs:
     )
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
     shingle_size: int = field(default=5, metadata={"help": "tokens per MinHash shingle"})
-    decontaminate: str = field(
-        default="humaneval,mbpp,bigcodebench",
-        metadata={"help": "benchmarks to decontaminate against (MBPP and BigCodeBench need the Hub)"},
+    decontaminate: str | None = field(
+        default=None,
+        metadata={
+            "help": "benchmarks to decontaminate against (default: all of the language's: humaneval,mbpp,bigcodebench "
+            "for Python, MultiPL-E's humaneval,mbpp for JavaScript; all but Python's HumanEval need the Hub)"
+        },
     )
     ngram: int = field(default=13, metadata={"help": "n of the n-gram overlap that marks a function contaminated"})
     file_timeout_s: float = field(
@@ -178,8 +187,9 @@ class RunArgs:
     allow_partial_decontamination: bool = field(
         default=False,
         metadata={
-            "help": "let --push publish functions that were not checked against every benchmark unitcoder knows "
-            f"({', '.join(BENCHMARKS)}); offline only HumanEval can be checked"
+            "help": "let --push publish functions that were not checked against every benchmark unitcoder knows in "
+            "the language (Python: humaneval, mbpp, bigcodebench; JavaScript: MultiPL-E's humaneval, mbpp); offline "
+            "only Python's HumanEval can be checked"
         },
     )
     repo_id: str | None = field(
@@ -230,10 +240,20 @@ def check_arguments(inp: InputArgs, ret: RetrievalArgs, run: RunArgs) -> Plan:
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output_dir {output} is a file; give a folder (it is created if missing)")
     check_input(source_dirs=inp.source_dir, data_files=inp.data_files, dataset=inp.input_dataset)
-    packages = parse_packages(ret.packages, ret.packages_file)
-    benchmarks = tuple(n.strip() for n in ret.decontaminate.split(",") if n.strip())
+    if ret.language != "python":
+        from sandbox.javascript import check_ready
+
+        try:
+            check_ready()  # node, tree-sitter and the npm packages: the corpus, the check and the tests need them
+        except SandboxUnavailable as exc:
+            raise ValueError(str(exc)) from None
+    packages = parse_packages(ret.packages, ret.packages_file, ret.language)
+    if ret.decontaminate is None:
+        benchmarks = benchmarks_for(ret.language)
+    else:
+        benchmarks = tuple(n.strip() for n in ret.decontaminate.split(",") if n.strip())
     try:
-        check_names(benchmarks)
+        check_names(benchmarks, ret.language)
     except ValueError as exc:
         raise ValueError(f"--decontaminate names an {exc}") from None
     licenses = tuple(x.strip() for x in inp.licenses.split(",") if x.strip()) if inp.licenses else None
@@ -289,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     # and the card's picture gets a process of its own (matplotlib loads there meanwhile).
     # On Ray the define check's sandboxes are actors, started once the cluster is joined.
     local = eng.engine == "local"
-    starting = None if run.skip_define_check or not local else _in_background(lambda: DefineCheck(box.config()))
+    starting = (
+        None if run.skip_define_check or not local else _in_background(lambda: DefineCheck(box.config(ret.language)))
+    )
     plotter = FunnelPlotter()
     session = None
     try:
@@ -306,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             if not run.skip_define_check:  # with --limit the check runs beside extraction: on the driver
                 make = DefineCheck if run.limit else lambda config: RayDefineCheck(config, session, eng)
-                starting = _in_background(lambda: make(box.config()))
+                starting = _in_background(lambda: make(box.config(ret.language)))
         return _run(inp, ret, gen, run, command, started, starting, plotter, session, eng)
     finally:
         plotter.close()
@@ -329,13 +351,11 @@ def _run(inp, ret, gen, run, command, started, starting, plotter, session=None, 
         corpus, described = load_corpus(
             dataset=inp.input_dataset, data_dir=inp.data_dir, data_files=inp.data_files, split=inp.split,
             revision=inp.input_revision, source_dirs=inp.source_dir, streaming=inp.streaming,
-            num_proc=run.num_proc, suffixes=get_language(ret.language).SUFFIXES,
+            num_proc=run.num_proc, suffixes=get_language(ret.language).SUFFIXES, language=ret.language,
         )  # fmt: skip
-        needs_hub = any(n != "humaneval" for n in plan.benchmarks)
-        benchmarks = load_benchmarks(
-            plan.benchmarks, ret.ngram, hub_reachable() if needs_hub else False, language=ret.language
-        )
-        unchecked = [name for name in BENCHMARKS if name not in benchmarks.used]
+        online = hub_reachable() if needs_hub(plan.benchmarks, ret.language) else False
+        benchmarks = load_benchmarks(plan.benchmarks, ret.ngram, online, language=ret.language)
+        unchecked = [name for name in benchmarks_for(ret.language) if name not in benchmarks.used]
         if run.push and unchecked and not run.allow_partial_decontamination:
             raise ValueError(
                 f"not starting: --push would publish functions not checked against {', '.join(unchecked)} "
@@ -552,6 +572,7 @@ class DefineCheck:
 
     def __init__(self, config):
         self.config = replace(config, preload=())
+        self.language = config.language
         self.counts: Counter = Counter()
         self.seconds = 0.0
         self.start()
@@ -561,7 +582,7 @@ class DefineCheck:
         self.verdicts: dict = {}  # shared verdicts, carried from table to table (of one configuration)
 
     def define(self, codes: list[str]) -> dict[str, list]:
-        return define_batch({"code": codes}, sandbox=self.sandbox, verdicts=self.verdicts)
+        return define_batch({"code": codes}, sandbox=self.sandbox, verdicts=self.verdicts, language=self.language)
 
     def limits(self) -> dict:
         """The settings that can change a verdict (the preload follows the rows)."""
@@ -570,7 +591,7 @@ class DefineCheck:
     def __call__(self, rows: list[dict]) -> list[tuple[str, str] | None]:
         started = time.time()
         codes = [row["code"] for row in rows]
-        wanted = preload_for(codes, DEFAULT_PRELOAD)
+        wanted = preload_for(codes, DEFAULT_PRELOAD) if self.language == "python" else ()
         if not set(wanted) <= set(self.config.preload):
             preload = tuple(m for m in DEFAULT_PRELOAD if m in wanted or m in self.config.preload)
             logger.info("define check: restarting the sandbox with %s preloaded", ", ".join(preload))
@@ -620,7 +641,8 @@ class RayDefineCheck(DefineCheck):
         from processing.engine.ray import SandboxPool
 
         if self.pool is None:
-            self.pool = SandboxPool(self.session, self.config, define_batch, {}, self.workers, self.worker_cpus)
+            kwargs = {"language": self.language}
+            self.pool = SandboxPool(self.session, self.config, define_batch, kwargs, self.workers, self.worker_cpus)
         size = max(8, min(512, -(-len(codes) // self.workers)))
         return self.pool.map(pa.table({"code": pa.array(codes, pa.string())}), size)
 
@@ -710,7 +732,7 @@ def write_card(output: Path, num_shards: int, command: str, plotter: FunnelPlott
     skipped: dict = {}
     for record in records:
         skipped.update(record["decontamination_skipped"])
-    for name in BENCHMARKS:
+    for name in benchmarks_for(first["settings"].get("language", "python")):
         if checked and name not in set.intersection(*checked) and name not in skipped:
             skipped[name] = "not asked for (--decontaminate)"
     settings = {

@@ -254,7 +254,10 @@ class Sandboxes:
 
     def start(self, language: str = "python") -> Sandbox:
         if language not in self.started:
-            config = self.config if language == "python" else dataclasses.replace(self.config, language=language)
+            if language == "python":
+                config = self.config
+            else:  # the second opinion and the preload are Python's
+                config = dataclasses.replace(self.config, language=language, confirm=False, preload=())
             self.started[language] = Sandbox(config).start()
         return self.started[language]
 
@@ -334,7 +337,8 @@ def _process_language(
             guard=lambda rows: guard_batch(rows, sandbox=sandbox, language=language),
         )  # fmt: skip
     batch = format_batch(batch, language=language)
-    batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm)
+    # the second opinion is Python's independent driver; other languages have none
+    batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm and language == "python")
     stats = chunk_counts(batch, rounds_run)
     stats["languages"] = {language: len(batch["id"])}
     stats["usage"] = {

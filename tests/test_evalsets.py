@@ -150,3 +150,17 @@ def test_a_hub_failure_reads_the_same_in_both_consumers(broken_hub):
 def test_an_unknown_benchmark_is_refused_by_both_consumers(load):
     with pytest.raises(ValueError, match="unknown benchmark 'apps'"):
         load()
+
+
+def test_javascript_has_multipl_e_humaneval_and_mbpp_and_no_bigcodebench(offline, hub):
+    assert evalsets.benchmarks_for("javascript") == ("humaneval", "mbpp")
+    with pytest.raises(ValueError, match="has no javascript version"):
+        evalsets.check_names(["bigcodebench"], "javascript")
+    assert evalsets.needs_hub(["humaneval"], "javascript") and not evalsets.needs_hub(["humaneval"], "python")
+    with pytest.raises(evalsets.BenchmarkUnavailable, match="not reachable"):  # no local copy of a translation
+        evalsets.load_rows("humaneval", hub_reachable=False, language="javascript")
+    ngrams = dedup.load_benchmarks(("humaneval", "mbpp"), 13, hub_reachable=False, language="javascript")
+    assert ngrams.used == [] and set(ngrams.skipped) == {"humaneval", "mbpp"}
+    assert hub == []
+    rows = [{"prompt": "// Add.\nfunction add(a, b){\n", "tests": "assert.deepEqual(add(1, 2), 3);"}]
+    assert evalsets.solutions("humaneval", rows, "javascript") == [rows[0]["prompt"] + rows[0]["tests"]]

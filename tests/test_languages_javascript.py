@@ -167,12 +167,17 @@ def test_prefilter_finds_requires_imports_subpaths_and_node_prefixes():
         assert not prefilter.search(line), line
 
 
-def test_tokens_ignore_comments_whitespace_and_semicolons():
+def test_tokens_ignore_comment_markers_whitespace_and_semicolons():
     a = "function f(a, b) {\n  // add\n  return a + b;\n}\n"
     b = "function f(a,b){ /* add */ return a+b }"
     assert normalized_tokens(a) == normalized_tokens(b) == [
-        "function", "f", "(", "a", ",", "b", ")", "{", "return", "a", "+", "b", "}",
+        "function", "f", "(", "a", ",", "b", ")", "{", "add", "return", "a", "+", "b", "}",
     ]  # fmt: skip
+    # a JSDoc and a line comment with the same words give the same tokens (MultiPL-E's
+    # problems are line comments; a copied description is often a JSDoc)
+    assert normalized_tokens("/**\n * Add two numbers.\n */\nfunction f(a){}") == normalized_tokens(
+        "// Add two numbers.\nfunction f(a){}"
+    )
     source = "const _ = require('lodash');\n" + a.replace("a + b", "_.add(a, b)")
     (record,) = analyse(source).functions
     assert record.tokens == normalized_tokens(a.replace("a + b", "_.add(a, b)"))
@@ -288,6 +293,28 @@ def test_mixed_module_formats_are_rejected():
 def test_tests_in_another_format_than_the_code_are_rejected():
     parsed = parse_test_answer(CJS_ANSWER, "chunkSums", code=ESM_CODE)
     assert (parsed.drop_reason, parsed.detail) == ("module_format_mismatch", "the code is esm, the tests are commonjs")
+
+
+REDECLARING = "```js\n{line}\nconst {{ test }} = require('node:test');\nconst assert = require('node:assert/strict');\n" \
+    "test('sums', () => assert.deepEqual(chunkSums([1, 2, 3]), [3, 3]));\n```"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("const _ = require('lodash');", None),  # the code's own import again: dropped, it is in scope
+        ("const _ = require('node:lodash');", None),
+        ("const _ = require('underscore');", "redeclares_code_name"),  # another module under the same name
+        ("let _ = {};", "redeclares_code_name"),
+        ("const { sum } = require('lodash');", None),  # a name the code does not declare: kept
+    ],
+)
+def test_tests_never_declare_a_name_of_the_code_again(line, reason):
+    parsed = parse_test_answer(REDECLARING.format(line=line), "chunkSums", code=CJS_CODE)
+    assert parsed.drop_reason == reason
+    if reason is None:
+        assert "require('lodash')" not in parsed.test_code or "{ sum }" in parsed.test_code
+        assert "const _ =" not in parsed.test_code
 
 
 DYNAMIC = {

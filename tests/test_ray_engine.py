@@ -250,3 +250,46 @@ def test_a_streamed_corpus_on_ray_gives_the_rows_of_a_local_run(real_sources, tm
     assert stage1.main([*common, "--output_dir", str(tmp_path / "ray"), "--streaming", *RAY_FLAGS[:6]]) == 0
     local = stage1_rows(tmp_path / "local")
     assert local["data"] and stage1_rows(tmp_path / "ray") == local
+
+
+def test_javascript_rows_mixed_with_python_rows_on_ray_give_the_local_rows(tmp_path, local_ray):
+    """A chunk holding both languages: each part gets its language's prompts and sandbox on
+    a Ray worker, as in a local run."""
+    from sandbox.javascript import check_ready
+
+    try:
+        check_ready()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no JavaScript sandbox here: {exc}")
+    from test_javascript_pipeline import EXT_TESTS, RULES, SLUG_TESTS
+
+    py_tests = (
+        "import unittest\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(neg(2), -2)\n"
+    )
+    rows = [
+        {"id": "js-ok", "language": "javascript", "function_name": "slugify", "test_code": SLUG_TESTS,
+         "code": "const _ = require('lodash');\n\nfunction slugify(title) {\n  return _.kebabCase(title);\n}\n"},
+        {"id": "js-fix", "language": "javascript", "function_name": "extOf", "test_code": EXT_TESTS,
+         "code": "import path from 'node:path';\n\nfunction extOf(file) {\n  return path.basename(file);\n}\n"},
+        {"id": "py-ok", "language": "python", "function_name": "neg", "test_code": py_tests,
+         "code": "def neg(a):\n    return -a\n"},
+    ]  # fmt: skip
+    (tmp_path / "in" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "rules.jsonl").write_text("\n".join(json.dumps(r) for r in RULES) + "\n")
+
+    def args(out: str, *extra: str) -> list[str]:
+        return [
+            "--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / out), "--backend", "scripted",
+            "--model", str(tmp_path / "rules.jsonl"), "--cache_dir", str(tmp_path / f"cache-{out}"), "--rounds", "1",
+            "--samples", "1", "--skip_refine", "--max_mutants", "3", "--no_confirm", "--sandbox_workers", "1", *extra,
+        ]  # fmt: skip
+
+    assert stage2.main(args("local")) == 0
+    assert stage2.main(args("ray", "--engine", "ray", "--ray_workers", "1", "--ray_worker_cpus", "1")) == 0
+    remote = all_rows(tmp_path / "ray")
+    assert remote == all_rows(tmp_path / "local")
+    verified = {r["id"]: r for r in remote if r["config"] == "default"}
+    assert sorted(verified) == ["js-fix", "js-ok", "py-ok"]
+    assert verified["js-fix"]["fix_rounds"] == 1 and "path.extname" in verified["js-fix"]["code"]
+    assert shard_record(tmp_path / "ray")["languages"] == {"javascript": 2, "python": 1}

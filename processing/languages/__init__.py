@@ -8,7 +8,9 @@ A language is a package ``processing.languages.<name>`` whose ``__init__`` expos
   tokens) and ``normalized_tokens(source)`` (a benchmark solution's tokens, made the
   same way, for decontamination);
 * answers: ``code_from_answer(answer, function_name)`` and ``parse_test_answer(answer,
-  function_name)``;
+  function_name, code=None)`` (JavaScript's tests must use the code's module format);
+* ``SUFFIXES`` (the files retrieval reads from folders) and ``DEFINE_TESTS`` (the define
+  check's do-nothing tests);
 * formats: ``stub_implementations(code, function_name)``, ``signature_change(before,
   after, function_name)`` (refine must keep the interface), ``publishable_layout(code,
   function_name)``, ``split_prompt_completion(code, function_name)`` (``prompt +
@@ -34,11 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-# The language packages there are (``get_language``), and those the stages run end to end
-# (``--language``): javascript's package and sandbox runner are complete, its wiring into
-# stage 1 (target packages, define check, decontamination) and stage 2 is not yet.
+# The language packages there are (``get_language``), all of which the stages run end to
+# end (``--language``).
 PACKAGES = ("python", "javascript")
-LANGUAGES = ("python",)
+LANGUAGES = PACKAGES
 
 
 def get_language(name: str = "python") -> ModuleType:

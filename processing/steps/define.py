@@ -28,6 +28,11 @@ sandbox's static checks, a timeout) runs again without the member its traceback 
 (or in halves), down to single programs, whose verdicts are the ones that count: a
 failure is always a program's own. This cuts the
 sandbox's fixed cost per program (a fork and its namespaces) by the batch size.
+
+Other languages (``language``): the define-only program is the code followed by the
+language's ``DEFINE_TESTS`` (for JavaScript one ``node:test`` test that does nothing);
+shared verdicts and batches are Python's reasoning (its ``ast``, its tracebacks), so
+every row of another language runs its own program.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ import builtins
 import re
 import warnings
 
+from processing.languages import get_language, python
 from processing.steps.verify import run_programs
 from sandbox.static import find_tampering
 from sandbox.verdict import PASS, REJECTED, VerifyResult
 
 DROP_REASON = "does_not_define"
-DEFINE_TESTS = "import unittest\n\n\nclass TestDefines(unittest.TestCase):\n    def test_defines(self):\n        pass\n"
+DEFINE_TESTS = python.DEFINE_TESTS  # what batches of Python programs end with
 DETAIL_CHARS = 500
 BATCH = 32  # programs per batch program (see the module docstring)
 # Module-level names the define program's test module, or unittest, reads: a function so
@@ -60,6 +66,7 @@ def define_batch(
     batched: bool = True,
     verdicts: dict | None = None,
     desc: str = "checking that functions define",
+    language: str = "python",
 ) -> dict[str, list]:
     """Column ``code`` in (and ``drop_reason``/``detail`` if present: rows already dropped
     are not checked); the same columns out with ``drop_reason`` and ``detail`` set on the
@@ -69,7 +76,12 @@ def define_batch(
     ``share=False`` runs every row's own program; ``batched=False`` runs each program alone
     (no batches). ``verdicts``, a dict the caller keeps
     across batches (of one sandbox configuration), carries shared verdicts to later batches.
+    ``language``: the rows' language (the sandbox must run it); only Python's programs are
+    shared and batched (module docstring).
     """
+    tests = get_language(language).DEFINE_TESTS
+    if language != "python":
+        share = batched = False
     codes = batch["code"]
     n = len(codes)
     reasons = list(batch.get("drop_reason") or [None] * n)
@@ -85,14 +97,14 @@ def define_batch(
         header = definition_header(code) if share else None
         if header is None:
             owners[i] = len(pairs)
-            pairs.append((code, DEFINE_TESTS))
+            pairs.append((code, tests))
         elif header in known:
             owners[i], shared[i] = header, True
         elif header in programs:
             owners[i], shared[i] = programs[header], True
         else:
             owners[i] = programs[header] = len(pairs)
-            pairs.append((code, DEFINE_TESTS))
+            pairs.append((code, tests))
     results = run_in_batches(sandbox, pairs, desc) if batched else run_programs(sandbox, pairs, desc=desc)
     for header, index in programs.items():
         known[header] = results[index]

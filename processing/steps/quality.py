@@ -6,6 +6,8 @@ For every ``passing`` row, in this order:
    interpreter with another ``PYTHONHASHSEED`` and the test methods in a shuffled order
    (``Sandbox.confirm(hash_seed=..., order_seed=...)``; a forked runner would inherit the
    zygote's hash seed). A verdict that is not ``pass`` rejects the row as ``flaky_tests``.
+   Other languages have no second driver: their pair runs again the same way (a fresh
+   ``node`` per run, so state does not carry over; time, randomness and races show).
 2. **Mutation score.** At most ``max_mutants`` mutants of ``code`` (the language's AST
    operators, a seeded sample: ``languages/python/mutants.py``) run against the tests, each
    with a time limit of max(1 s, 5 x the verified run's time). A mutant is killed when the
@@ -15,7 +17,7 @@ For every ``passing`` row, in this order:
 3. **Coverage.** The pair runs once more with coverage measured inside the sandbox
    (started by the runner before the code runs); ``line_coverage``, ``branch_coverage``
    and ``uncovered_lines`` describe the target function's lines, as ``coverage report``
-   counts them.
+   counts them. Python only: other languages' rows keep these columns None.
 4. **Strengthening** (``--strengthen_rounds``, ``processing.steps.strengthen``): rows with
    survivors get new tests that kill them; a row whose tests grew goes through the stub
    guard again and is measured again (``strengthened`` counts its rounds).
@@ -81,14 +83,13 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
     rows = rows_in_state(out, "passing")
     if not rows:
         return out
+    python = sandbox.config.language == "python"
+    second_opinion = {"hash_seed": derived_seed(seed, "hash seed") + 1, "order_seed": derived_seed(seed, "test order")}
     verdicts = run_programs(
         sandbox,
         [(out["code"][i], out["test_code"][i]) for i in rows],
         desc="checking for flaky tests",
-        second_opinion={
-            "hash_seed": derived_seed(seed, "hash seed") + 1,
-            "order_seed": derived_seed(seed, "test order"),
-        },
+        second_opinion=second_opinion if python else None,
     )
     for i, result in zip(rows, verdicts):
         if result.status != PASSING:
@@ -96,7 +97,8 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
                 out,
                 i,
                 FLAKY,
-                f"the tests gave {result.status} on a second run with another hash seed and test order: "
+                f"the tests gave {result.status} on a second run"
+                + (" with another hash seed and test order: " if python else ": ")
                 + (result.details or "").strip()[:500],
             )
     return out
@@ -155,6 +157,8 @@ def coverage_batch(
 
     lang = get_language(language)
     out = {key: list(values) for key, values in batch.items()}
+    if sandbox.config.language != "python":
+        return out  # the sandbox measures coverage of Python programs only: the columns stay None
     rows = rows_in_state(out, "passing") if rows is None else rows
     verdicts = run_programs(
         sandbox,

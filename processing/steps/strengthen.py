@@ -51,7 +51,7 @@ def strengthen_batch(
     answers = generator.generate(conversations, one, desc=f"strengthening round {round_}", step="strengthen")
     grown: dict[int, str] = {}
     for i, (answer,) in zip(rows, answers):
-        parsed = lang.parse_test_answer(answer, out["function_name"][i])
+        parsed = lang.parse_test_answer(answer, out["function_name"][i], code=out["code"][i])
         if parsed.test_code is None:
             continue
         if lang.bound_names(parsed.test_code) & lang.bound_names(out["test_code"][i]):

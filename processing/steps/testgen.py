@@ -20,9 +20,9 @@ def generate_tests_batch(
     ]
     answers = generator.generate(conversations, sampling, desc="writing unit tests", step="test")
     out: dict[str, list] = {"test_code": [], "test_drop_reason": [], "test_detail": []}
-    for name, samples in zip(batch["function_name"], answers):
+    for code, name, samples in zip(batch["code"], batch["function_name"], answers):
         answer = samples[0]
-        parsed = lang.parse_test_answer(answer, name)
+        parsed = lang.parse_test_answer(answer, name, code=code)
         reason, detail = parsed.drop_reason, parsed.detail
         if reason is not None:
             reason = unusable_reason(answer, reason)

@@ -43,9 +43,12 @@ from processing.languages.javascript.syntax import TOKEN_RE
 
 NAME = "javascript"
 PROMPT_DIR = Path(__file__).parent / "prompts"
+# The define check's tests: one node:test test that does nothing (``test`` made a global
+# as parsed test answers do, so it works in either module format and declares nothing).
+DEFINE_TESTS = "globalThis.test ??= process.getBuiltinModule('node:test').test;\ntest('defines', () => {});\n"
 
 __all__ = [
-    "GLOBAL_NAMES", "MUTATION_OPERATORS", "NAME", "NODE_BUILTINS", "PROMPT_DIR", "SUFFIXES", "TOKEN_RE",
+    "DEFINE_TESTS", "GLOBAL_NAMES", "MUTATION_OPERATORS", "NAME", "NODE_BUILTINS", "PROMPT_DIR", "SUFFIXES", "TOKEN_RE",
     "FileRecord", "FunctionRecord", "Mutant", "ParsedTests",
     "analyse_file", "bound_names", "function_lines", "sample_mutants", "code_module_format", "count_tests",
     "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "has_docstring",

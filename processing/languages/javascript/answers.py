@@ -127,6 +127,27 @@ def _statement_bindings(node: Node, data: bytes) -> tuple[list[str], str | None]
     return [], None
 
 
+def _module_bindings(code: str) -> dict[str, str | None]:
+    """{name: the module it is imported from, or None} for every top-level binding of ``code``."""
+    root = _parses(code)
+    if root is None:
+        return {}
+    data = code.encode("utf-8", "surrogatepass")
+    bindings: dict[str, str | None] = {}
+    for node in root.named_children:
+        names, specifier = _statement_bindings(node, data)
+        for name in names:
+            bindings.setdefault(name, specifier)
+    return bindings
+
+
+def _same_module(first: str | None, second: str | None) -> bool:
+    """Whether two module specifiers name the same module (``node:fs`` is ``fs``)."""
+    if first is None or second is None:
+        return False
+    return first.removeprefix("node:") == second.removeprefix("node:")
+
+
 def bound_names(test_code: str) -> set[str]:
     """Names a test module binds at top level, imports included: in JavaScript any second
     declaration of a name in one module is a SyntaxError, so tests that grow may bind none
@@ -322,8 +343,11 @@ def _free_use(root: Node, name: str, data: bytes) -> bool:
 def parse_test_answer(answer: str | None, function_name: str, code: str | None = None) -> ParsedTests:
     """Cut a usable ``node:test`` module out of a model's answer, or say why there is none.
 
-    With ``code``, the tests' module format must be the code's. Relative imports of the
-    function (``require('./solution')``) are dropped: the function is already in scope.
+    With ``code``, the tests' module format must be the code's, and an import or require
+    of a name the code already imports from the same module is dropped (declaring it twice
+    is a SyntaxError); any other declaration of a name the code declares is
+    ``redeclares_code_name``. Relative imports of the function (``require('./solution')``)
+    are dropped: the function is already in scope.
     ``test``/``describe``/``it``/hooks and ``assert`` used without being bound are provided
     by lines that assign globals (``globalThis.assert ??= process.getBuiltinModule(...)``):
     they work in either module format and declare nothing, so tests appended to other tests
@@ -344,16 +368,32 @@ def parse_test_answer(answer: str | None, function_name: str, code: str | None =
     root, source = parsed
     data = source.encode("utf-8", "surrogatepass")
     drop: list[tuple[int, int]] = []
+    code_bindings = _module_bindings(code) if code is not None else {}
     for node in root.named_children:
         names, specifier = _statement_bindings(node, data)
-        if function_name not in names:
-            continue
-        if specifier is not None and is_relative(specifier):
-            drop.append((node.start_byte, node.end_byte))  # "require('./solution')": already in scope
-        else:
+        if function_name in names:
+            if specifier is not None and is_relative(specifier):
+                drop.append((node.start_byte, node.end_byte))  # "require('./solution')": already in scope
+                continue
             return ParsedTests(
                 None, "redefines_function", f"the tests define {function_name} again (line {node.start_point[0] + 1})"
             )
+        shared = [name for name in names if name in code_bindings]
+        if not shared:
+            continue
+        # the code's own import again ("const _ = require('lodash')"): it is in scope already,
+        # and declaring it twice would be a SyntaxError
+        same = specifier is not None and all(
+            name in code_bindings and _same_module(code_bindings[name], specifier) for name in names
+        )
+        if same:
+            drop.append((node.start_byte, node.end_byte))
+            continue
+        return ParsedTests(
+            None,
+            "redeclares_code_name",
+            f"the tests declare {shared[0]} again (line {node.start_point[0] + 1}), which the code declares",
+        )
     for start, end in reversed(drop):
         data = data[:start] + data[end:]
     source = data.decode("utf-8", "surrogatepass")

@@ -75,12 +75,14 @@ def tokens(source: str) -> list[str]:
 
 
 def normalized_tokens(source: str) -> list[str]:
-    """Tokens of the source without comments, whitespace and semicolons, as kept functions'
-    tokens are made; source that does not parse is tokenised as it is."""
+    """Tokens of the source without whitespace, semicolons and comment markers, as kept
+    functions' tokens are made (comments' words included: a MultiPL-E problem is its
+    description in a comment, a signature and tests); source that does not parse is
+    tokenised as it is."""
     tree, data = parse(source)
     if tree.root_node.has_error:
         return tokens(source)
-    return tokens(" ".join(leaf_tokens(tree.root_node, data)))
+    return tokens(" ".join(leaf_tokens(tree.root_node, data, comments=True)))
 
 
 def package_of(specifier: str) -> str:
@@ -458,7 +460,9 @@ def analyse_function(
     record.packages = used_packages
     leaves = leaf_tokens(statement, data)
     record.exact_key = hashlib.sha1(" ".join(leaves).encode("utf-8")).hexdigest()
-    record.tokens = tokens(" ".join(leaves))
+    # dedup and decontamination read the JSDoc and the comments inside too (normalized_tokens)
+    described = leaf_tokens(start, data, comments=True) if start is not statement else []
+    record.tokens = tokens(" ".join(described + leaf_tokens(statement, data, comments=True)))
     return record
 
 

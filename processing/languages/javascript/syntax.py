@@ -122,12 +122,21 @@ def target(code: str, name: str) -> tuple[Node, Node, bytes] | None:
     return found
 
 
-def leaf_tokens(node: Node, data: bytes) -> list[str]:
+COMMENT_MARKERS = re.compile(r"^\s*(?:/\*+|\*+/?|//+)|\*+/\s*$", re.M)
+
+
+def leaf_tokens(node: Node, data: bytes, comments: bool = False) -> list[str]:
     """The text of every leaf below ``node`` but comments and semicolons, in order (a string's
-    quotes and content are leaves of their own)."""
+    quotes and content are leaves of their own). With ``comments``, a comment's text
+    without its markers (``//``, ``/**``, `` * ``, ``*/``) is a leaf too: a benchmark
+    problem's description is a comment, so decontamination reads them."""
     out = []
     for current in walk(node):
-        if current.child_count or current.type == "comment":
+        if current.type == "comment":
+            if comments:
+                out.append(COMMENT_MARKERS.sub(" ", text(current, data)))
+            continue
+        if current.child_count:
             continue
         value = text(current, data)
         if value and value != ";":

@@ -37,9 +37,12 @@ from processing.languages.python.mutants import Mutant, function_lines, sample_m
 NAME = "python"
 PROMPT_DIR = Path(__file__).parent / "prompts"
 SUFFIXES = (".py",)  # the source files retrieval reads from folders of code
+# The define check's tests (``processing.steps.define``): one test that does nothing, so
+# that running the code alone before them is the whole check.
+DEFINE_TESTS = "import unittest\n\n\nclass TestDefines(unittest.TestCase):\n    def test_defines(self):\n        pass\n"
 
 __all__ = [
-    "MUTATION_OPERATORS", "NAME", "PROMPT_DIR", "SUFFIXES", "TOKEN_RE", "FileRecord", "FunctionRecord", "Mutant", "ParsedTests",
+    "DEFINE_TESTS", "MUTATION_OPERATORS", "NAME", "PROMPT_DIR", "SUFFIXES", "TOKEN_RE", "FileRecord", "FunctionRecord", "Mutant", "ParsedTests",
     "analyse_file", "bound_names", "function_lines", "sample_mutants",
     "chat_messages", "code_blocks", "code_from_answer", "completion_instruction", "defines", "has_docstring",
     "import_prefilter", "normalized_tokens", "parse_test_answer", "publishable_layout", "published_form_problem",

@@ -111,8 +111,9 @@ def bound_names(test_code: str) -> set[str]:
     return set().union(*(_names_bound(node) for node in tree.body)) if tree is not None else set()
 
 
-def parse_test_answer(answer: str | None, function_name: str) -> ParsedTests:
-    """Cut a usable test module out of a model's answer, or say why there is none."""
+def parse_test_answer(answer: str | None, function_name: str, code: str | None = None) -> ParsedTests:
+    """Cut a usable test module out of a model's answer, or say why there is none. (``code``,
+    the function's, is part of the language interface; Python's tests do not depend on it.)"""
     if answer is None:
         return ParsedTests(None, "no_answer", "the model gave no answer")
     if not answer.strip():
