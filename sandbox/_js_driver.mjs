@@ -163,9 +163,26 @@ let records = "";
 let started = 0;
 let loadError = null;
 let finished = false;
+// Errors the runner caught outside any test (an uncaught exception or an unhandled
+// rejection after a test ended): the runner says so in a diagnostic and in a summary
+// whose `success` is false, with every test passed. The program fails, as it would
+// when run with node.
+let outsideErrors = "";
+let runFailed = false;
+let failedRecords = 0;
 
 function record(name, outcome, trace) {
+  if (outcome !== "pass") failedRecords += 1;
   records += (records ? "," : "") + "[" + esc(name) + "," + esc(outcome) + "," + esc(trace) + "]";
+}
+
+function onRunReport(type, data) {
+  if (data === null || typeof data !== "object") return;
+  if (type === "test:summary") {
+    if (data.success === false) runFailed = true;
+  } else if (data.nesting === 0 && typeof data.message === "string" && data.message.indexOf("Error: ") === 0) {
+    outsideErrors += (outsideErrors ? "\n" : "") + data.message;
+  }
 }
 
 function onResult(type, data) {
@@ -205,6 +222,9 @@ function onResult(type, data) {
 function finish() {
   if (finished) return;
   finished = true;
+  if (runFailed && failedRecords === 0 && loadError === null) {
+    loadError = outsideErrors || "the test runner reported a failure outside any test";
+  }
   let body = '{"load_error":' + (loadError !== null && started === 0 ? esc(loadError) : "null");
   body += ',"load_error_kind":' + (loadError !== null && started === 0 ? '"error"' : "null");
   body += ',"records":[' + (loadError !== null && started > 0 ? records + (records ? "," : "") + "[" + esc("(outside any test)") + ',"error",' + esc(loadError) + "]" : records) + "]";
@@ -229,6 +249,12 @@ ObjectDefineProperty(stream, "emit", {
         onResult(type, data);
       } catch {
         record("(the driver)", "error", "a test's result could not be read");
+      }
+    } else if (type === "test:summary" || type === "test:diagnostic") {
+      try {
+        onRunReport(type, data);
+      } catch {
+        runFailed = true;
       }
     } else if (type === "end") {
       finish();

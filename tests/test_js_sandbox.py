@@ -101,6 +101,18 @@ def test_code_that_throws_at_load_is_error(js):
     assert "missing is not defined" in result.details
 
 
+@pytest.mark.parametrize(
+    "late",
+    ["setTimeout(() => { throw new Error('late'); }, 20);\n", "Promise.reject(new Error('never handled'));\n"],
+)
+def test_an_error_outside_any_test_is_not_a_pass_though_every_test_passed(js, late):
+    # node itself would end such a program with status 1: an uncaught exception or an
+    # unhandled rejection after the tests ran, which node:test reports outside any test
+    result = run(js, ADD + late, CJS + "test('t', () => { assert.equal(add(1, 2), 3); });\n")
+    assert result.status != "pass" and result.tests_passed == 1
+    assert "(outside any test)" in result.details and "after the test ended" in result.details
+
+
 def test_code_that_does_not_parse_is_error(js):
     result = run(js, "function add(a, b) { return a + ; }\n", CJS + "test('t', () => {});\n")
     assert (result.status, result.reason) == ("error", "syntax_error")

@@ -356,6 +356,17 @@ def test_a_done_callback_is_not_a_subtest():
     assert count_tests(source) == 1
 
 
+@pytest.mark.parametrize(
+    "binding",
+    ["const { test: check } = require('node:test');", "const check = require('node:test');"],
+)
+def test_test_functions_under_other_names_are_rejected_as_the_sandbox_counts_them_by_name(binding):
+    answer = f"```js\n{binding}\nconst assert = require('node:assert/strict');\ncheck('a', () => assert.ok(f(1)));\n```"
+    parsed = parse_test_answer(answer, "f")
+    assert (parsed.drop_reason, parsed.test_code) == ("aliased_tests", None)
+    assert "check" in parsed.detail
+
+
 def test_nested_describes_are_counted():
     source = "const { describe, it, test } = require('node:test');\ndescribe('a', () => {\n" \
         "  it('1', () => {});\n  describe('b', function () {\n    it('2', () => {});\n    it('3', () => {});\n  });\n" \

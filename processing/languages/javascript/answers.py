@@ -408,8 +408,14 @@ def parse_test_answer(answer: str | None, function_name: str, code: str | None =
         return ParsedTests(None, "mixed_module_formats", "the code both imports and requires")
     if form is not None and code_form is not None and form != code_form:
         return ParsedTests(None, "module_format_mismatch", f"the code is {code_form}, the tests are {form}")
+    names = _test_names(root, data)
+    aliases = sorted(name for name in names if name not in TEST_ROLES)
+    if aliases:  # the sandbox counts calls of test/it/describe/suite by name, as the prompt asks
+        return ParsedTests(
+            None, "aliased_tests", f"the tests call node:test's functions under other names ({', '.join(aliases)})"
+        )
     try:
-        count = _count_block(list(root.named_children), _test_names(root, data), data)
+        count = _count_block(list(root.named_children), names, data)
     except DynamicTests as exc:
         return ParsedTests(None, "dynamic_tests", str(exc))
     except SkippedTests as exc:
