@@ -242,25 +242,16 @@ def score_benchmark(
     """Score the programs of one benchmark, write its samples file, return its summary.
     EvalPlus's benchmarks run twice, base and plus tests: a sample passes when both pass."""
     missing = missing_packages(sandbox, problems) if any(p.libs for p in problems) else {}
-    limits = [p.base_timeout_s for p in problems]
-    outcomes = score_candidates(
-        sandbox,
-        programs,
-        [p.test_code for p in problems],
-        f"{name}: scoring",
-        timeouts=limits if per_problem_limits and all(limits) else None,
-        retries=args.sandbox_retries,
-    )
+
+    def scored(tests: list[str], limits: list, label: str) -> list:
+        timeouts = limits if per_problem_limits and all(limits) else None
+        return score_candidates(sandbox, programs, tests, label, timeouts=timeouts, retries=args.sandbox_retries)
+
+    outcomes = scored([p.test_code for p in problems], [p.base_timeout_s for p in problems], f"{name}: scoring")
     base = None
     if any(p.plus_test_code for p in problems):
-        limits = [p.plus_timeout_s for p in problems]
-        plus = score_candidates(
-            sandbox,
-            programs,
-            [p.plus_test_code for p in problems],
-            f"{name}: scoring plus tests",
-            timeouts=limits if per_problem_limits and all(limits) else None,
-            retries=args.sandbox_retries,
+        plus = scored(
+            [p.plus_test_code for p in problems], [p.plus_timeout_s for p in problems], f"{name}: scoring plus tests"
         )
         base = outcomes
         # base failed (or got no verdict): that is the sample's verdict; base passed: plus decides
