@@ -306,7 +306,7 @@ def test_decontamination_uses_multipl_e_translations_when_the_hub_answers(tmp_pa
 @pytest.mark.slow
 def test_both_stages_with_the_embedded_model_end_every_function_once(runs, tmp_path):
     """Plumbing with the real model (SmolLM2 via llama.cpp): stage 1 writes tests (or says
-    why not) and stage 2 answers the fix and refine prompts for the scripted stage-1 rows."""
+    why not) and stage 2 answers the fix prompt for the scripted stage-1 rows."""
     pytest.importorskip("llama_cpp")
     cache = ["--cache_dir", str(tmp_path / "cache"), "--sandbox_workers", "2"]
     out1 = tmp_path / "s1"
@@ -321,7 +321,7 @@ def test_both_stages_with_the_embedded_model_end_every_function_once(runs, tmp_p
     out2 = tmp_path / "s2"
     assert stage2.main(
         ["--input_dir", str(runs["s1"]), "--output_dir", str(out2), "--rounds", "1", "--samples", "1",
-         "--max_tokens", "96", "--max_mutants", "3", *cache]
+         "--max_tokens", "96", "--skip_refine", "--skip_quality", *cache]
     ) == 0  # fmt: skip
     ended = sorted(r["function_name"] for folder in ("data", "rejected") for r in parquet_rows(out2, folder))
     assert ended == ["extOf", "slugify"]

@@ -119,7 +119,7 @@ def test_stage1_end_to_end_with_the_embedded_model(tmp_path):
     (src / "b.py").write_text("import json\n\ndef dump_sorted(data):\n    return json.dumps(data, sort_keys=True)\n")
     out = tmp_path / "out"
     args = ["--source_dir", str(tmp_path / "src"), "--output_dir", str(out), "--decontaminate", "humaneval"]
-    args += ["--max_tokens", "256", "--cache_dir", str(tmp_path / "cache")]
+    args += ["--max_tokens", "128", "--cache_dir", str(tmp_path / "cache")]
     assert stage1.main(args) == 0
     stats = json.loads((out / "stats" / "shard-00000-of-00001.json").read_text())["test_generation"]
     assert stats["functions"] == 2 and stats["answers"] == 2

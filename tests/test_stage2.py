@@ -385,7 +385,7 @@ def test_the_same_command_after_a_finished_run_redoes_nothing(tmp_path, golden_i
 
 
 def test_stale_shards_of_another_num_shards_are_never_read(tmp_path, golden_input, caplog):
-    for index in range(3):
+    for index in range(2):  # two of three shards: stale files of another --num_shards
         assert (
             stage2.main([*golden_args(tmp_path, golden_input, "out", "--num_shards", "3"), "--shard_index", str(index)])
             == 0
