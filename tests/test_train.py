@@ -679,6 +679,7 @@ def summary_of(model_dir: Path) -> dict:
 def test_full_fine_tuning_lowers_the_loss_on_its_batch(full_run):
     summary = summary_of(full_run)
     assert (summary["steps"], summary["rows_trained"], summary["lora"]) == (2, 2, False)
+    assert summary["languages"] == {"python": 11}  # read from the rows' language column
     assert summary["last_loss"] < summary["first_loss"]
 
 

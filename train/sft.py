@@ -302,7 +302,12 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
     from trl import get_peft_config
 
     data, source = load_training_table(data_args)
-    logger.info("dataset: %s, config %s, %d rows", source, data_args.dataset_config, len(data))
+    # the rows' languages (every unitcoder row names its own; older outputs without the column are Python)
+    languages = dict(Counter(data["language"])) if "language" in data.column_names else {"python": len(data)}
+    logger.info(
+        "dataset: %s, config %s, %d rows (%s)", source, data_args.dataset_config, len(data),
+        ", ".join(f"{name}: {count}" for name, count in sorted(languages.items())),
+    )  # fmt: skip
     path, gguf = resolve_model(model_args, extras)
     tokenizer = load_tokenizer(path, gguf, model_args, training_args)
     data, dropped = prepare_dataset(  # checks the data before any weights load
@@ -324,6 +329,7 @@ def main(data_args: DataArguments, training_args, model_args, extras: ModelExtra
         "dataset_config": data_args.dataset_config,
         "data_format": data_args.data_format,
         "rows_trained": len(data),
+        "languages": languages,  # of the rows read, before drops
         "examples_trained": len(trainer.train_dataset),
         "rows_dropped": dict(dropped),
         "steps": trainer.state.global_step,
