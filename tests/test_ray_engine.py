@@ -223,6 +223,27 @@ def test_stage1_on_ray_keeps_and_rejects_what_the_local_engine_does(real_sources
     assert stats["define_check"]["checked"] == len(local["data"]) + dropped  # every kept row went through it
 
 
+def test_javascript_stage1_on_ray_keeps_and_rejects_what_the_local_engine_does(tmp_path, local_ray):
+    """JavaScript retrieval in Ray tasks and its define check (node) in sandbox actors."""
+    from sandbox.javascript import check_ready
+
+    try:
+        check_ready()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no JavaScript sandbox here: {exc}")
+    from test_javascript_pipeline import write_sources
+
+    common = ["--language", "javascript", "--source_dir", str(write_sources(tmp_path)), "--skip_test_generation"]
+    common += ["--sandbox_workers", "1"]
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "local")]) == 0
+    assert stage1.main([*common, "--output_dir", str(tmp_path / "ray"), *RAY_FLAGS[:6]]) == 0
+    local, remote = stage1_rows(tmp_path / "local"), stage1_rows(tmp_path / "ray")
+    assert len(local["data"]) == 4 and remote == local
+    assert {r["language"] for r in local["data"] + local["rejected"]} == {"javascript"}
+    stats = json.loads((tmp_path / "ray" / "stats" / "shard-00000-of-00001.json").read_text())
+    assert stats["define_check"]["checked"] == 4
+
+
 def test_stage1_tests_written_through_the_ray_service_match_the_local_run(tmp_path, local_ray):
     for name in ("local", "ray"):
         (tmp_path / name).mkdir()

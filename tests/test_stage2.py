@@ -229,7 +229,7 @@ def usage_of(out: Path) -> dict:
 
 
 def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(tmp_path, stage1_output):
-    slow = [dict(rule, delay_s=0.4) for rule in RULES]
+    slow = [dict(rule, delay_s=0.25) for rule in RULES]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable,
