@@ -254,10 +254,11 @@ class Sandboxes:
 
     def start(self, language: str = "python") -> Sandbox:
         if language not in self.started:
-            if language == "python":
-                config = self.config
-            else:  # the second opinion and the preload are Python's
-                config = dataclasses.replace(self.config, language=language, confirm=False, preload=())
+            config = (
+                self.config if language == self.config.language else dataclasses.replace(self.config, language=language)
+            )
+            if not config.has_second_opinion:  # the second opinion and the preload are Python's
+                config = dataclasses.replace(config, confirm=False, preload=())
             self.started[language] = Sandbox(config).start()
         return self.started[language]
 
@@ -338,7 +339,8 @@ def _process_language(
         )  # fmt: skip
     batch = format_batch(batch, language=language)
     # the second opinion is Python's independent driver; other languages have none
-    batch = check_published_batch(batch, sandbox=sandbox, confirm=not args.no_confirm and language == "python")
+    confirm = not args.no_confirm and sandbox.config.has_second_opinion
+    batch = check_published_batch(batch, sandbox=sandbox, confirm=confirm)
     stats = chunk_counts(batch, rounds_run)
     stats["languages"] = {language: len(batch["id"])}
     stats["usage"] = {

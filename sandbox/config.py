@@ -113,13 +113,23 @@ class SandboxConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.language not in LANGUAGES:
             problems.append(f"language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
-        elif self.language != "python" and self.confirm:
+        elif self.confirm and not self.has_second_opinion:
             problems.append(f"confirm (the independent Python driver) is for Python programs only, not {self.language}")
         bad = [m for m in self.preload if not all(part.isidentifier() for part in m.split("."))]
         if bad:
             problems.append(f"preload names must be dotted module names, got {bad}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def has_second_opinion(self) -> bool:
+        """Whether ``confirm`` can run: the independent driver exists for Python programs only."""
+        return self.language == "python"
+
+    @property
+    def measures_coverage(self) -> bool:
+        """Whether ``verify(coverage=True)`` measures anything: Python programs only (coverage.py)."""
+        return self.language == "python"
 
     @property
     def effective_cpu_seconds(self) -> int:

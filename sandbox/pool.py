@@ -349,7 +349,7 @@ class Sandbox:
         measures which lines and arcs of the code part ran (``VerifyResult.coverage``); the
         verdicts are the same as without it."""
         confirm = self.config.confirm if confirm is None else confirm
-        if confirm and self.config.language != "python":
+        if confirm and not self.config.has_second_opinion:
             raise ValueError(
                 f"confirm (the independent Python driver) is for Python programs, not {self.config.language}"
             )
@@ -389,7 +389,7 @@ class Sandbox:
         ``random.Random(order_seed)`` (default: unittest's alphabetical order). Run twice with
         other seeds, a pair whose tests depend on hashing or on their order shows it.
         ``timeouts`` as in ``verify``."""
-        if self.config.language != "python":
+        if not self.config.has_second_opinion:
             raise ValueError(
                 f"confirm (the independent Python driver) is for Python programs, not {self.config.language}"
             )

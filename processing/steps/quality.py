@@ -83,13 +83,13 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
     rows = rows_in_state(out, "passing")
     if not rows:
         return out
-    python = sandbox.config.language == "python"
+    second = sandbox.config.has_second_opinion
     second_opinion = {"hash_seed": derived_seed(seed, "hash seed") + 1, "order_seed": derived_seed(seed, "test order")}
     verdicts = run_programs(
         sandbox,
         [(out["code"][i], out["test_code"][i]) for i in rows],
         desc="checking for flaky tests",
-        second_opinion=second_opinion if python else None,
+        second_opinion=second_opinion if second else None,
     )
     for i, result in zip(rows, verdicts):
         if result.status != PASSING:
@@ -98,7 +98,7 @@ def flaky_batch(batch: dict[str, list], *, sandbox, seed: int = 0) -> dict[str, 
                 i,
                 FLAKY,
                 f"the tests gave {result.status} on a second run"
-                + (" with another hash seed and test order: " if python else ": ")
+                + (" with another hash seed and test order: " if second else ": ")
                 + (result.details or "").strip()[:500],
             )
     return out
@@ -157,7 +157,7 @@ def coverage_batch(
 
     lang = get_language(language)
     out = {key: list(values) for key, values in batch.items()}
-    if sandbox.config.language != "python":
+    if not sandbox.config.measures_coverage:
         return out  # the sandbox measures coverage of Python programs only: the columns stay None
     rows = rows_in_state(out, "passing") if rows is None else rows
     verdicts = run_programs(
