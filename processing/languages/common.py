@@ -1,5 +1,6 @@
 """What every language package does the same way, whatever its syntax: the file checks made
-before parsing, the seeded sample of mutants, and the chat pair of a published row."""
+before parsing, the search for tests in an answer, the seeded sample of mutants, and the
+chat pair of a published row."""
 
 from __future__ import annotations
 
@@ -23,6 +24,37 @@ def file_gate(content: str | None, prefilter: re.Pattern, max_bytes: int) -> tup
         return "too_large", f"{len(content)} characters"
     if not prefilter.search(content):
         return "no_target_import", ""
+    return None
+
+
+MAX_TRIMMED_LINES = 30  # lines cut off the end of an answer's code, at most, to make it parse
+
+
+def test_candidates(blocks: list[str], answer: str, looks_like_tests: Callable[[str], bool]) -> list[str]:
+    """Where an answer's tests may be, in the order to try: its code ``blocks`` that look
+    like tests (all of them joined first, when the tests are split over several), the
+    other blocks, the whole answer last."""
+    testy = [b for b in blocks if looks_like_tests(b)]
+    ordered = testy + [b for b in blocks if b not in testy]
+    if len(testy) > 1:
+        ordered.insert(0, "\n\n".join(testy))  # tests split over several blocks
+    return ordered + [answer]
+
+
+def parse_trimmed(text: str, parse: Callable, code_start: re.Pattern):
+    """``(tree, source)`` for the first trim of ``text`` that ``parse`` accepts (it returns
+    None otherwise): as it is, then without chatter before the first line ``code_start``
+    matches, each cutting up to ``MAX_TRIMMED_LINES`` lines after the code, one at a time;
+    None when no trim parses."""
+    lines = text.strip("\n").splitlines()
+    start = next((i for i, line in enumerate(lines) if code_start.match(line)), 0)
+    for begin in dict.fromkeys((0, start)):
+        kept = lines[begin:]
+        for cut in range(0, min(MAX_TRIMMED_LINES, len(kept))):
+            source = "\n".join(kept[: len(kept) - cut]) + "\n"
+            tree = parse(source)
+            if tree is not None:
+                return tree, source
     return None
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from processing.languages.common import function_from_answer
+from processing.languages.common import function_from_answer, parse_trimmed, test_candidates
 from processing.languages.javascript.functions import is_relative, pattern_names, require_specifier
 from processing.languages.javascript.syntax import FUNCTION_TYPES, parse, string_value, target, text, walk
 
@@ -31,7 +31,6 @@ CODE_START_RE = re.compile(
     r"['\"]use strict|require\()"
 )
 JAVASCRIPT_TAGS = ("", "javascript", "js", "mjs", "cjs", "node", "nodejs")
-MAX_TRIMMED_LINES = 30
 ANSWER_EXCERPT = 2000
 TEST_MODULES = ("node:test", "test")
 ASSERT_MODULE = "node:assert/strict"
@@ -152,11 +151,7 @@ def bound_names(test_code: str) -> set[str]:
     """Names a test module binds at top level, imports included: in JavaScript any second
     declaration of a name in one module is a SyntaxError, so tests that grow may bind none
     of them again."""
-    root = _parses(test_code)
-    if root is None:
-        return set()
-    data = test_code.encode("utf-8", "surrogatepass")
-    return {name for node in root.named_children for name in _statement_bindings(node, data)[0]}
+    return set(_module_bindings(test_code))
 
 
 # ----------------------------------------------------------------------------- counting tests
@@ -312,27 +307,17 @@ def count_tests(test_code: str) -> int | None:
 
 def _test_candidates(answer: str) -> list[str]:
     """Code blocks of the answer, those that look like tests first; the whole answer last."""
-    blocks = code_blocks(answer)
-    testy = [b for b in blocks if "node:test" in b or re.search(r"\b(test|it|describe)\s*\(", b)]
-    ordered = testy + [b for b in blocks if b not in testy]
-    if len(testy) > 1:
-        ordered.insert(0, "\n\n".join(testy))
-    return ordered + [answer]
+    return test_candidates(
+        code_blocks(answer),
+        answer,
+        lambda block: "node:test" in block or re.search(r"\b(test|it|describe)\s*\(", block),
+    )
 
 
 def _parse_trimmed(text_: str) -> tuple[Node, str] | None:
     """Parse ``text_``; failing that, cut chatter before the first code-looking line and
     lines after the code, a few at a time."""
-    lines = text_.strip("\n").splitlines()
-    start = next((i for i, line in enumerate(lines) if CODE_START_RE.match(line)), 0)
-    for begin in dict.fromkeys((0, start)):
-        kept = lines[begin:]
-        for cut in range(0, min(MAX_TRIMMED_LINES, len(kept))):
-            source = "\n".join(kept[: len(kept) - cut]) + "\n"
-            root = _parses(source)
-            if root is not None:
-                return root, source
-    return None
+    return parse_trimmed(text_, _parses, CODE_START_RE)
 
 
 def _free_use(root: Node, name: str, data: bytes) -> bool:

@@ -13,13 +13,12 @@ import ast
 import re
 from dataclasses import dataclass
 
-from processing.languages.common import function_from_answer
+from processing.languages.common import function_from_answer, parse_trimmed, test_candidates
 from sandbox.static import count_tests
 
 FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.S)
 CODE_START_RE = re.compile(r"^(import |from |class |def |@|#|\"\"\"|''')")
 PYTHON_TAGS = ("", "python", "py", "python3")
-MAX_TRIMMED_LINES = 30
 ANSWER_EXCERPT = 2000
 _PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
 
@@ -68,27 +67,13 @@ class ParsedTests:
 
 def _test_candidates(answer: str) -> list[str]:
     """Code blocks of the answer, those that look like tests first; the whole answer last."""
-    blocks = code_blocks(answer)
-    testy = [b for b in blocks if "TestCase" in b or "unittest" in b]
-    ordered = testy + [b for b in blocks if b not in testy]
-    if len(testy) > 1:
-        ordered.insert(0, "\n\n".join(testy))  # tests split over several blocks
-    return ordered + [answer]
+    return test_candidates(code_blocks(answer), answer, lambda block: "TestCase" in block or "unittest" in block)
 
 
 def _parse_trimmed(text: str) -> tuple[ast.Module, str] | None:
     """Parse ``text``; failing that, cut chatter before the first code-looking line and
     lines after the code, a few at a time."""
-    lines = text.strip("\n").splitlines()
-    start = next((i for i, line in enumerate(lines) if CODE_START_RE.match(line)), 0)
-    for begin in dict.fromkeys((0, start)):
-        kept = lines[begin:]
-        for cut in range(0, min(MAX_TRIMMED_LINES, len(kept))):
-            source = "\n".join(kept[: len(kept) - cut]) + "\n"
-            tree = _parses(source)
-            if tree is not None:
-                return tree, source
-    return None
+    return parse_trimmed(text, _parses, CODE_START_RE)
 
 
 def _names_bound(node: ast.stmt) -> set[str]:
